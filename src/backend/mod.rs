@@ -1,0 +1,41 @@
+//! Runtime backends. One [`Backend`] trait; implementations behind cargo features
+//! (`ort` = ONNX Runtime on CPU, `tensorrt` = TensorRT engines). The tracker only sees
+//! [`ComponentSession`]s, whatever runs them.
+
+#[cfg(feature = "ort")]
+pub mod ort;
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::export::Component;
+use crate::weights::TensorF32;
+
+/// One loaded graph (or engine) that maps named fp32 inputs to named fp32 outputs.
+pub trait ComponentSession {
+    /// Run with the given inputs; returns every graph output by name, in graph order.
+    fn run(&mut self, inputs: &[(&str, &TensorF32)]) -> Result<Vec<(String, TensorF32)>>;
+    /// Which backend runs this component (for reports), e.g. "ort-cpu".
+    fn backend_name(&self) -> &str;
+}
+
+/// A way of running exported components.
+pub trait Backend {
+    fn name(&self) -> &str;
+    /// Load `component` from the exported model directory.
+    fn load(&self, model_dir: &Path, component: Component) -> Result<Box<dyn ComponentSession>>;
+}
+
+/// Look up an output by name in a session result.
+pub fn take_output(outputs: &mut Vec<(String, TensorF32)>, name: &str) -> Result<TensorF32> {
+    let i = outputs.iter().position(|(n, _)| n == name).ok_or_else(|| {
+        crate::Error::new(
+            crate::ErrorKind::Backend,
+            format!(
+                "output '{name}' missing; the graph produced {}",
+                outputs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    Ok(outputs.swap_remove(i).1)
+}

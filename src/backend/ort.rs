@@ -1,0 +1,170 @@
+//! ONNX Runtime on CPU through the `ort` crate, with the library loaded at run time
+//! (`load-dynamic`). The library comes from the PyPI `onnxruntime` wheel, unpacked by
+//! `scripts/setup.sh` into `.ort/`; nothing is downloaded at build time.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::{Backend, ComponentSession};
+use crate::error::{Error, ErrorKind, Result};
+use crate::export::Component;
+use crate::weights::TensorF32;
+
+fn backend_err(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Backend, msg)
+}
+
+/// Where libonnxruntime is looked for, in order: `ORT_DYLIB_PATH` (file), `TAMRT_ORT_DIR`
+/// (folder), `.ort/` beside the crate's manifest (what `scripts/setup.sh` fills).
+pub fn library_candidates() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
+        v.push(PathBuf::from(p));
+    }
+    let mut dirs = Vec::new();
+    if let Ok(d) = std::env::var("TAMRT_ORT_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort"));
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(d) = exe.parent() {
+            dirs.push(d.join(".ort"));
+        }
+    }
+    for d in dirs {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            let mut libs: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("libonnxruntime.so")))
+                .collect();
+            libs.sort();
+            v.extend(libs);
+        }
+    }
+    v
+}
+
+static INIT: OnceLock<std::result::Result<(PathBuf, ort::environment::Environment), String>> = OnceLock::new();
+
+/// Load libonnxruntime once per process. Errors say where it was looked for.
+pub fn init() -> Result<PathBuf> {
+    environment().map(|(p, _)| p.clone())
+}
+
+fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
+    INIT.get_or_init(|| {
+        let cands = library_candidates();
+        let mut errs = Vec::new();
+        for c in &cands {
+            if !c.exists() {
+                errs.push(format!("{}: not found", c.display()));
+                continue;
+            }
+            match ort::init_from(c) {
+                Ok(b) => match b.with_name("tamrt").build() {
+                    Ok(env) => return Ok((c.clone(), env)),
+                    Err(e) => errs.push(format!("{}: {e}", c.display())),
+                },
+                Err(e) => errs.push(format!("{}: {e}", c.display())),
+            }
+        }
+        Err(format!(
+            "ONNX Runtime library not found (run scripts/setup.sh, or set ORT_DYLIB_PATH); tried: {}",
+            if errs.is_empty() { "nothing (no candidates)".to_string() } else { errs.join("; ") }
+        ))
+    })
+    .as_ref()
+    .map_err(|e| backend_err(e.clone()))
+}
+
+/// ONNX Runtime CPU backend.
+#[derive(Debug, Clone)]
+pub struct OrtBackend {
+    /// Intra-op threads (0 = ORT's default).
+    pub threads: usize,
+}
+
+impl Default for OrtBackend {
+    fn default() -> Self {
+        OrtBackend { threads: 0 }
+    }
+}
+
+impl Backend for OrtBackend {
+    fn name(&self) -> &str {
+        "ort-cpu"
+    }
+    fn load(&self, model_dir: &Path, component: Component) -> Result<Box<dyn ComponentSession>> {
+        Ok(Box::new(OrtSession::load(&model_dir.join(component.file_name()), self.threads)?))
+    }
+}
+
+/// One ONNX Runtime session.
+pub struct OrtSession {
+    session: Session,
+    path: PathBuf,
+}
+
+impl OrtSession {
+    pub fn load(path: &Path, threads: usize) -> Result<OrtSession> {
+        let (_, env) = environment()?;
+        if !path.exists() {
+            return Err(Error::new(ErrorKind::InvalidInput, format!("graph '{}' does not exist", path.display())));
+        }
+        let ctx = |e: ort::Error| backend_err(format!("ONNX Runtime cannot load '{}': {e}", path.display()));
+        let mut b = Session::builder(env).map_err(ctx)?;
+        b = b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(|e| ctx(e.into()))?;
+        if threads > 0 {
+            b = b.with_intra_threads(threads).map_err(|e| ctx(e.into()))?;
+            b = b.with_inter_threads(1).map_err(|e| ctx(e.into()))?;
+        }
+        let session = b.commit_from_file(path).map_err(ctx)?;
+        Ok(OrtSession { session, path: path.to_path_buf() })
+    }
+
+    pub fn input_names(&self) -> Vec<String> {
+        self.session.inputs().iter().map(|o| o.name().to_string()).collect()
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        self.session.outputs().iter().map(|o| o.name().to_string()).collect()
+    }
+}
+
+impl ComponentSession for OrtSession {
+    fn run(&mut self, inputs: &[(&str, &TensorF32)]) -> Result<Vec<(String, TensorF32)>> {
+        let file = self.path.display().to_string();
+        let expected = self.input_names();
+        for name in &expected {
+            if !inputs.iter().any(|(n, _)| n == name) {
+                return Err(backend_err(format!("{file}: input '{name}' not given")));
+            }
+        }
+        let mut values = Vec::with_capacity(inputs.len());
+        for (name, t) in inputs {
+            if !expected.iter().any(|e| e == name) {
+                return Err(backend_err(format!("{file}: graph has no input '{name}'; inputs are {expected:?}")));
+            }
+            let shape: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
+            let v = Tensor::from_array((shape, t.data.clone()))
+                .map_err(|e| backend_err(format!("{file}: input '{name}': {e}")))?;
+            values.push((name.to_string(), v));
+        }
+        let outputs = self.session.run(values).map_err(|e| backend_err(format!("{file}: run failed: {e}")))?;
+        let mut res = Vec::new();
+        for (name, value) in outputs.iter() {
+            let (shape, data) =
+                value.try_extract_tensor::<f32>().map_err(|e| backend_err(format!("{file}: output '{name}': {e}")))?;
+            res.push((name.to_string(), TensorF32::new(shape.iter().map(|d| *d as usize).collect(), data.to_vec())));
+        }
+        Ok(res)
+    }
+
+    fn backend_name(&self) -> &str {
+        "ort-cpu"
+    }
+}

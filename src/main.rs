@@ -1,0 +1,97 @@
+//! The `tamrt` command line: a thin layer over the library.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use tamrt::config::ModelConfig;
+
+#[derive(Parser)]
+#[command(name = "tamrt", version, about = "SAM 2 / SAM 2.1 / EdgeTAM: export, engines, tracking, benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Export a checkpoint (or seeded random weights) to ONNX graphs + model.json.
+    Export {
+        /// Model name (e.g. sam2.1_hiera_t); see `tamrt config --list`.
+        #[arg(long)]
+        model: Option<String>,
+        /// A model config as JSON instead of a built-in name (reduced test configs).
+        #[arg(long, conflicts_with = "model")]
+        config: Option<PathBuf>,
+        /// Official checkpoint: PyTorch zip (`.pt`) or `.safetensors`.
+        #[arg(long, conflicts_with = "random_weights")]
+        checkpoint: Option<PathBuf>,
+        /// Export with seeded random weights instead of a checkpoint.
+        #[arg(long)]
+        random_weights: Option<u64>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only these graphs (comma separated: image_encoder,prompt_decoder,memory_encoder,memory_attention).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// Print a model config as JSON.
+    Config {
+        /// Model name.
+        #[arg(long)]
+        model: Option<String>,
+        /// List the known model names.
+        #[arg(long)]
+        list: bool,
+    },
+}
+
+fn load_config(model: Option<&str>, config: Option<&PathBuf>) -> Result<ModelConfig> {
+    match (model, config) {
+        (Some(m), None) => Ok(ModelConfig::builtin(m)?),
+        (None, Some(p)) => Ok(ModelConfig::from_json_file(p)?),
+        _ => bail!("give exactly one of --model NAME or --config FILE"),
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Export { model, config, checkpoint, random_weights, out, only } => {
+            let cfg = load_config(model.as_deref(), config.as_ref())?;
+            let components = if only.is_empty() {
+                tamrt::export::Component::ALL.to_vec()
+            } else {
+                only.iter().map(|s| tamrt::export::Component::from_name(s)).collect::<Result<Vec<_>, _>>()?
+            };
+            let source = match (checkpoint, random_weights) {
+                (Some(p), None) => tamrt::export::WeightsFrom::Checkpoint(p),
+                (None, Some(seed)) => tamrt::export::WeightsFrom::Random(seed),
+                _ => bail!("give exactly one of --checkpoint FILE or --random-weights SEED"),
+            };
+            let report = tamrt::export::export_model(&cfg, source, &out, &components)
+                .with_context(|| format!("export of '{}' to '{}' failed", cfg.name, out.display()))?;
+            println!("{}", report.summary());
+        }
+        Cmd::Config { model, list } => {
+            if list {
+                for n in tamrt::config::MODEL_NAMES {
+                    println!("{n}");
+                }
+            } else {
+                let cfg = load_config(model.as_deref(), None)?;
+                println!("{}", serde_json::to_string_pretty(&cfg)?);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Building blocks shared by the model files: Linear, Conv2d, LayerNorm (decomposed),
+//! LayerNorm2d, and SAM's MLP. Each takes a [`Vb`] positioned at the module, so weight
+//! paths read like the checkpoint keys.
+
+use crate::error::Result;
+use crate::onnx::graph::{ConvOpts, Graph, Value};
+use crate::weights::Vb;
+
+/// `nn.Linear(in_dim, out_dim, bias)` applied over the last axis.
+pub fn linear(g: &mut Graph, vb: &Vb, x: &Value, in_dim: usize, out_dim: usize, bias: bool) -> Result<Value> {
+    let w = vb.get_linear_t(g, "weight", out_dim, in_dim)?;
+    let y = g.matmul(x, &w);
+    if bias {
+        let b = vb.get(g, "bias", &[out_dim])?;
+        Ok(g.add(&y, &b))
+    } else {
+        Ok(y)
+    }
+}
+
+/// `nn.Conv2d(cin, cout, k, stride, padding, groups)` with bias.
+pub fn conv2d(
+    g: &mut Graph,
+    vb: &Vb,
+    x: &Value,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    opts: &ConvOpts,
+    bias: bool,
+) -> Result<Value> {
+    let w = vb.get(g, "weight", &[cout, cin / opts.group as usize, k, k])?;
+    let b = if bias { Some(vb.get(g, "bias", &[cout])?) } else { None };
+    Ok(g.conv(x, &w, b.as_ref(), opts))
+}
+
+/// `nn.ConvTranspose2d(cin, cout, k, stride)` with bias (weight layout [cin, cout, k, k]).
+pub fn conv_transpose2d(
+    g: &mut Graph,
+    vb: &Vb,
+    x: &Value,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: i64,
+) -> Result<Value> {
+    let w = vb.get(g, "weight", &[cin, cout, k, k])?;
+    let b = vb.get(g, "bias", &[cout])?;
+    Ok(g.conv_transpose(x, &w, Some(&b), &ConvOpts::stride(stride)))
+}
+
+/// `nn.LayerNorm(dim, eps)` over the last axis.
+pub fn layer_norm(g: &mut Graph, vb: &Vb, x: &Value, dim: usize, eps: f32) -> Result<Value> {
+    let w = vb.get(g, "weight", &[dim])?;
+    let b = vb.get(g, "bias", &[dim])?;
+    Ok(g.layer_norm(x, &w, &b, eps))
+}
+
+/// SAM's `LayerNorm2d` on NCHW: normalise over channels, then
+/// `self.weight[:, None, None] * x + self.bias[:, None, None]`.
+pub fn layer_norm_2d(g: &mut Graph, vb: &Vb, x: &Value, channels: usize, eps: f32) -> Result<Value> {
+    let w = vb.tensor("weight", &[channels])?;
+    let b = vb.tensor("bias", &[channels])?;
+    let w = g.initializer(&vb.path("weight"), &[channels, 1, 1], w.data.into());
+    let b = g.initializer(&vb.path("bias"), &[channels, 1, 1], b.data.into());
+    Ok(g.norm_over_axis(x, 1, eps, |g, y| {
+        let y = g.mul(&y, &w);
+        g.add(&y, &b)
+    }))
+}
+
+/// Activation between MLP layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Relu,
+    Gelu,
+}
+
+pub fn act(g: &mut Graph, a: Act, x: &Value) -> Value {
+    match a {
+        Act::Relu => g.relu(x),
+        Act::Gelu => g.gelu(x),
+    }
+}
+
+/// SAM 2's `MLP(input_dim, hidden_dim, output_dim, num_layers, activation, sigmoid_output)`:
+/// `layers.{i}` are Linear; activation after every layer but the last.
+pub fn mlp(
+    g: &mut Graph,
+    vb: &Vb,
+    x: &Value,
+    dims: (usize, usize, usize),
+    num_layers: usize,
+    a: Act,
+    sigmoid_output: bool,
+) -> Result<Value> {
+    let (input_dim, hidden_dim, output_dim) = dims;
+    let mut x = x.clone();
+    for i in 0..num_layers {
+        let din = if i == 0 { input_dim } else { hidden_dim };
+        let dout = if i + 1 == num_layers { output_dim } else { hidden_dim };
+        x = linear(g, &vb.pp("layers").pp(i), &x, din, dout, true)?;
+        if i + 1 < num_layers {
+            x = act(g, a, &x);
+        }
+    }
+    if sigmoid_output {
+        x = g.sigmoid(&x);
+    }
+    Ok(x)
+}
