@@ -7,12 +7,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::{self, GraphSpec, IoSpec, Manifest, WeightOrigin};
 use crate::models;
-use crate::onnx::proto::{ExternalRef, ModelProto};
-use crate::onnx::Graph;
-use crate::weights::Vb;
+use crate::onnx::proto::{read_summary, ExternalRef, ModelProto};
+use crate::onnx::{trt_ops, Graph};
+use crate::weights::{RandomWeights, Vb, WeightSource, Weights};
 
 /// The exported graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,7 +146,8 @@ impl ExportReport {
 }
 
 /// Export `components` of `cfg` into `out_dir`. Everything is written into a staging
-/// directory first and moved into place only when the whole export succeeded.
+/// directory first and moved into place only when the whole export succeeded, so a
+/// failed export leaves no partial file behind.
 pub fn export_model(
     cfg: &ModelConfig,
     from: WeightsFrom,
@@ -150,15 +155,25 @@ pub fn export_model(
     components: &[Component],
 ) -> Result<ExportReport> {
     let t0 = std::time::Instant::now();
-    let source: Box<dyn crate::weights::WeightSource> = match &from {
-        WeightsFrom::Checkpoint(p) => Box::new(crate::checkpoint::Checkpoint::open(p)?),
-        WeightsFrom::Random(seed) => Box::new(crate::weights::RandomWeights { seed: *seed }),
+    let (source, origin): (Box<dyn WeightSource>, WeightOrigin) = match &from {
+        WeightsFrom::Checkpoint(p) => {
+            let ck = Checkpoint::open(p)?;
+            let (bytes, sha256) = manifest::sha256_file(p)?;
+            let file = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            (Box::new(ck), WeightOrigin::Checkpoint { file, bytes, sha256 })
+        }
+        WeightsFrom::Random(seed) => (
+            Box::new(RandomWeights { seed: *seed }),
+            WeightOrigin::RandomWeights {
+                seed: *seed,
+                note: "seeded random weights: for timing and demos only, masks are meaningless".into(),
+            },
+        ),
     };
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, "cannot create output directory", e))?;
     let stage = out_dir.join(format!(".tamrt-export-{}", std::process::id()));
     std::fs::create_dir_all(&stage).map_err(|e| Error::io(&stage, "cannot write into output directory", e))?;
-    let result = export_into(cfg, source, &stage, components);
-    let result = result.and_then(|graphs| {
+    let result = export_into(cfg, source, origin, &stage, components).and_then(|graphs| {
         for entry in std::fs::read_dir(&stage).map_err(|e| Error::io(&stage, "cannot list", e))? {
             let entry = entry.map_err(|e| Error::io(&stage, "cannot list", e))?;
             let dest = out_dir.join(entry.file_name());
@@ -178,21 +193,108 @@ pub fn export_model(
 
 fn export_into(
     cfg: &ModelConfig,
-    source: Box<dyn crate::weights::WeightSource>,
+    source: Box<dyn WeightSource>,
+    origin: WeightOrigin,
     dir: &Path,
     components: &[Component],
 ) -> Result<Vec<(String, usize, usize)>> {
-    let weights = crate::weights::Weights::new(source);
+    let weights = Weights::new(source);
     let vb = weights.root();
+    let looks_like = |e: Error| match identify_weights(weights.source()) {
+        Some(guess) if guess != cfg.name => e.context(format!(
+            "{} looks like a '{guess}' checkpoint, not '{}'",
+            weights.source().describe(),
+            cfg.name
+        )),
+        _ => e,
+    };
     let mut out = Vec::new();
+    let mut graphs = BTreeMap::new();
     for c in components {
-        let g = c.build(cfg, &vb)?;
-        let nodes = g.num_nodes();
+        let g = c.build(cfg, &vb).map_err(looks_like)?;
+        let spec = GraphSpec {
+            file: c.file_name(),
+            inputs: g.inputs().iter().map(IoSpec::from_value_info).collect(),
+            outputs: g.outputs().iter().map(IoSpec::from_value_info).collect(),
+            nodes: g.num_nodes(),
+            op_types: g.op_types(),
+        };
         let model = g.into_model(env!("CARGO_PKG_VERSION"), vec![("tamrt.model".into(), cfg.name.clone())]);
         let bytes = model.initializer_bytes();
-        write_model_atomic(model, &dir.join(c.file_name()))?;
-        tracing::info!(graph = c.name(), nodes, mb = bytes as f64 / 1e6, "wrote graph");
-        out.push((c.file_name(), nodes, bytes));
+        let path = dir.join(c.file_name());
+        write_model_atomic(model, &path)?;
+        // Check what was written, as TensorRT would read it.
+        let data = std::fs::read(&path).map_err(|e| Error::io(&path, "cannot read back", e))?;
+        let summary = read_summary(&data)
+            .map_err(|e| Error::new(ErrorKind::Graph, format!("{}: written graph unreadable: {e}", c.file_name())))?;
+        drop(data);
+        let errs = trt_ops::check_model(&c.file_name(), &summary);
+        if !errs.is_empty() {
+            return Err(Error::new(ErrorKind::Graph, format!("graph violates the TensorRT 8.5 rules: {}", errs.join("; "))));
+        }
+        tracing::info!(graph = c.name(), nodes = spec.nodes, mb = bytes as f64 / 1e6, "wrote graph");
+        out.push((c.file_name(), spec.nodes, bytes));
+        graphs.insert(c.name().to_string(), spec);
     }
+    let tensors = manifest::load_runtime_tensors(cfg, &vb).map_err(looks_like)?;
+    if components.len() == Component::ALL.len() {
+        let unused = weights.unused();
+        if let Some(first) = unused.first() {
+            let shape = weights.source().shape_of(first).unwrap_or_default();
+            let e = Error::new(
+                ErrorKind::UnexpectedTensor,
+                format!(
+                    "{} has {} tensor(s) model '{}' does not use; first: '{first}' {shape:?}",
+                    weights.source().describe(),
+                    unused.len(),
+                    cfg.name
+                ),
+            );
+            return Err(looks_like(e));
+        }
+    }
+    let m = Manifest {
+        format_version: crate::FORMAT_VERSION,
+        tamrt_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: cfg.name.clone(),
+        weights: origin,
+        opset: crate::onnx::graph::OPSET,
+        config: cfg.clone(),
+        graphs,
+        tensors,
+    };
+    let path = dir.join(manifest::MANIFEST_FILE);
+    let text = serde_json::to_string_pretty(&m)
+        .map_err(|e| Error::new(ErrorKind::Graph, format!("cannot serialise model.json: {e}")))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, "cannot write", e))?;
+    out.push((manifest::MANIFEST_FILE.to_string(), 0, 0));
     Ok(out)
+}
+
+/// Guess which model a set of weights belongs to, from tensor names and shapes:
+/// Hiera width and depth name the size, `no_obj_embed_spatial` tells 2.1 from 2,
+/// a RepViT trunk means EdgeTAM.
+pub fn identify_weights(src: &dyn WeightSource) -> Option<String> {
+    let names = src.names();
+    if names.is_empty() {
+        return None;
+    }
+    if names.iter().any(|n| n.starts_with("image_encoder.trunk.body.")) {
+        return Some("edgetam".into());
+    }
+    let embed = src.shape_of("image_encoder.trunk.patch_embed.proj.weight")?.first().copied()?;
+    let blocks = names
+        .iter()
+        .filter_map(|n| n.strip_prefix("image_encoder.trunk.blocks.")?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map(|m| m + 1)?;
+    let size = match (embed, blocks) {
+        (96, 12) => "t",
+        (96, 16) => "s",
+        (112, 24) => "b+",
+        (144, 48) => "l",
+        _ => return Some(format!("an unknown Hiera model (embed dim {embed}, {blocks} blocks)")),
+    };
+    let family = if names.iter().any(|n| n == "no_obj_embed_spatial") { "sam2.1" } else { "sam2" };
+    Some(format!("{family}_hiera_{size}"))
 }

@@ -7,8 +7,10 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod manifest;
 pub mod models;
 pub mod onnx;
+pub mod parity;
 pub mod weights;
 
 pub mod backend;

@@ -37,6 +37,19 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Compare exported graphs with golden outputs of the official code (a fixture dir
+    /// written by tests/fixtures/gen/gen_sam2.py); prints the error per output.
+    Parity {
+        /// Fixture dir: config.json, checkpoint.pt, <graph>_<case>.safetensors.
+        #[arg(long)]
+        fixtures: PathBuf,
+        /// Where to export the graphs (default: a temp dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// ONNX Runtime intra-op threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// Print a model config as JSON.
     Config {
         /// Model name.
@@ -81,6 +94,20 @@ fn main() -> Result<()> {
             let report = tamrt::export::export_model(&cfg, source, &out, &components)
                 .with_context(|| format!("export of '{}' to '{}' failed", cfg.name, out.display()))?;
             println!("{}", report.summary());
+        }
+        Cmd::Parity { fixtures, out, threads } => {
+            let out = out.unwrap_or_else(|| std::env::temp_dir().join(format!("tamrt-parity-{}", std::process::id())));
+            let res = tamrt::parity::run_fixture_dir(&fixtures, &out, threads)?;
+            let mut worst_all = 0f32;
+            for (c, errs) in &res {
+                print!("{}", tamrt::parity::table(c.name(), errs));
+                let worst = errs.iter().map(|e| e.rel_err).fold(0f32, f32::max);
+                println!("=> {} worst rel_err {worst:.3e}\n", c.name());
+                worst_all = worst_all.max(worst);
+            }
+            if !(worst_all <= tamrt::parity::TOLERANCE) {
+                bail!("worst relative error {worst_all:.3e} exceeds {:.0e}", tamrt::parity::TOLERANCE);
+            }
         }
         Cmd::Config { model, list } => {
             if list {

@@ -49,6 +49,8 @@ pub trait WeightSource {
     fn contains(&self, name: &str) -> bool;
     /// All tensor names (empty for random sources).
     fn names(&self) -> Vec<String>;
+    /// Stored shape of `name`, if the source knows it.
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>>;
     /// A short description for messages (file path or "random weights, seed N").
     fn describe(&self) -> String;
 }
@@ -96,6 +98,9 @@ impl WeightSource for RandomWeights {
     }
     fn names(&self) -> Vec<String> {
         Vec::new()
+    }
+    fn shape_of(&self, _name: &str) -> Option<Vec<usize>> {
+        None
     }
     fn describe(&self) -> String {
         format!("random weights (seed {})", self.seed)

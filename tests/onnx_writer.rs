@@ -109,7 +109,7 @@ fn summary_reads_back_what_was_written() {
     assert_eq!(s.opsets, vec![(String::new(), 17)]);
     assert_eq!(s.inputs, vec!["x".to_string()]);
     assert_eq!(s.outputs, vec!["y".to_string()]);
-    let ops: Vec<&str> = s.nodes.iter().map(|n| n.0.as_str()).collect();
+    let ops: Vec<&str> = s.nodes.iter().map(|n| n.op_type.as_str()).collect();
     assert_eq!(ops, vec!["Sqrt", "Add", "Identity"]);
 }
 

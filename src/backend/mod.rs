@@ -17,6 +17,8 @@ pub trait ComponentSession {
     fn run(&mut self, inputs: &[(&str, &TensorF32)]) -> Result<Vec<(String, TensorF32)>>;
     /// Which backend runs this component (for reports), e.g. "ort-cpu".
     fn backend_name(&self) -> &str;
+    /// Names of the graph's inputs.
+    fn input_names(&self) -> Vec<String>;
 }
 
 /// A way of running exported components.

@@ -126,10 +126,6 @@ impl OrtSession {
         Ok(OrtSession { session, path: path.to_path_buf() })
     }
 
-    pub fn input_names(&self) -> Vec<String> {
-        self.session.inputs().iter().map(|o| o.name().to_string()).collect()
-    }
-
     pub fn output_names(&self) -> Vec<String> {
         self.session.outputs().iter().map(|o| o.name().to_string()).collect()
     }
@@ -166,5 +162,9 @@ impl ComponentSession for OrtSession {
 
     fn backend_name(&self) -> &str {
         "ort-cpu"
+    }
+
+    fn input_names(&self) -> Vec<String> {
+        self.session.inputs().iter().map(|o| o.name().to_string()).collect()
     }
 }

@@ -103,6 +103,9 @@ impl WeightSource for Checkpoint {
     fn names(&self) -> Vec<String> {
         self.tensors().iter().map(|t| t.name.clone()).collect()
     }
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.info(name).map(|i| i.shape.clone())
+    }
     fn describe(&self) -> String {
         format!("checkpoint '{}'", self.path.display())
     }

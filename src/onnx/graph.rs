@@ -132,6 +132,16 @@ impl Graph {
         }
     }
 
+    /// Graph inputs declared so far.
+    pub fn inputs(&self) -> &[ValueInfo] {
+        &self.inputs
+    }
+
+    /// Graph outputs declared so far.
+    pub fn outputs(&self) -> &[ValueInfo] {
+        &self.outputs
+    }
+
     pub fn num_nodes(&self) -> usize {
         self.nodes.len()
     }

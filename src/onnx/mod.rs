@@ -4,5 +4,6 @@
 pub mod graph;
 pub mod nn;
 pub mod proto;
+pub mod trt_ops;
 
 pub use graph::{Graph, Value};

@@ -471,14 +471,23 @@ const _: u32 = WT_I64;
 // A minimal reader: enough to list nodes, opsets, initializers and I/O of a written
 // model (used by the operator-support test and by `tamrt info`).
 
+/// One node as [`read_summary`] reads it.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSummary {
+    pub op_type: String,
+    pub domain: String,
+    pub name: String,
+    pub inputs: Vec<String>,
+}
+
 /// What [`read_summary`] extracts from a model file.
 #[derive(Debug, Clone, Default)]
 pub struct ModelSummary {
     pub ir_version: i64,
     /// (domain, version) pairs.
     pub opsets: Vec<(String, i64)>,
-    /// (op_type, domain, node name) per node, in order.
-    pub nodes: Vec<(String, String, String)>,
+    /// Every node, in order.
+    pub nodes: Vec<NodeSummary>,
     /// (name, data type, dims) per initializer.
     pub initializers: Vec<(String, i32, Vec<i64>)>,
     pub inputs: Vec<String>,
@@ -614,9 +623,11 @@ pub fn read_summary(bytes: &[u8]) -> Result<ModelSummary, String> {
                         1 => {
                             let mut n = Reader::new(gs);
                             let (mut op, mut dom, mut name) = (String::new(), String::new(), String::new());
+                            let mut inputs = Vec::new();
                             while !n.done() {
                                 let (nf, _, ns, _) = n.field()?;
                                 match nf {
+                                    1 => inputs.push(String::from_utf8_lossy(ns).into_owned()),
                                     3 => name = String::from_utf8_lossy(ns).into_owned(),
                                     4 => op = String::from_utf8_lossy(ns).into_owned(),
                                     7 => dom = String::from_utf8_lossy(ns).into_owned(),
@@ -640,7 +651,7 @@ pub fn read_summary(bytes: &[u8]) -> Result<ModelSummary, String> {
                                     _ => {}
                                 }
                             }
-                            out.nodes.push((op, dom, name));
+                            out.nodes.push(NodeSummary { op_type: op, domain: dom, name, inputs });
                         }
                         5 => {
                             let mut t = Reader::new(gs);
