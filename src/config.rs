@@ -18,6 +18,9 @@ pub const MODEL_NAMES: &[&str] = &[
     "sam2.1_hiera_l",
 ];
 
+/// EdgeTAM's name for `tamrt export --model`.
+pub const EDGETAM: &str = "edgetam";
+
 /// `sam2.modeling.backbones.hieradet.Hiera` arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HieraConfig {
@@ -55,6 +58,25 @@ pub struct MemoryAttentionConfig {
     pub kv_in_dim: usize,
     pub rope_theta: f64,
     pub pos_enc_at_input: bool,
+    /// EdgeTAM's cross-attention `RoPEAttentionv2`: the key grid (`k_sizes`, 16×16) of each
+    /// memory frame's 2D latents. `None` = SAM 2's `RoPEAttention` with `rope_k_repeat`.
+    #[serde(default)]
+    pub rope_v2_k_sizes: Option<[usize; 2]>,
+}
+
+/// EdgeTAM's `PerceiverResampler` (spatial perceiver) arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerceiverConfig {
+    pub depth: usize,
+    pub dim: usize,
+    pub dim_head: usize,
+    pub heads: usize,
+    pub ff_mult: usize,
+    pub num_latents: usize,
+    pub num_latents_2d: usize,
+    pub pos_enc_at_key_value: bool,
+    pub concat_kv_latents: bool,
+    pub use_self_attn: bool,
 }
 
 /// `MemoryEncoder` arguments.
@@ -117,6 +139,9 @@ pub struct ModelConfig {
     pub neck: NeckConfig,
     pub memory_attention: MemoryAttentionConfig,
     pub memory_encoder: MemoryEncoderConfig,
+    /// EdgeTAM's spatial perceiver after the memory encoder (`None` for SAM 2 / 2.1).
+    #[serde(default)]
+    pub perceiver: Option<PerceiverConfig>,
     pub sam: SamHeadsConfig,
     pub num_maskmem: usize,
     pub max_obj_ptrs_in_encoder: usize,
@@ -143,6 +168,9 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The official config called `name`.
     pub fn builtin(name: &str) -> Result<ModelConfig> {
+        if name == EDGETAM {
+            return Ok(Self::edgetam());
+        }
         let (family, size) = if let Some(s) = name.strip_prefix("sam2.1_hiera_") {
             ("sam2.1", s)
         } else if let Some(s) = name.strip_prefix("sam2_hiera_") {
@@ -198,6 +226,7 @@ impl ModelConfig {
                 kv_in_dim: 64,
                 rope_theta: 10000.0,
                 pos_enc_at_input: true,
+                rope_v2_k_sizes: None,
             },
             memory_encoder: MemoryEncoderConfig {
                 out_dim: 64,
@@ -206,6 +235,7 @@ impl ModelConfig {
                 fuser_num_layers: 2,
                 fuser_kernel_size: 7,
             },
+            perceiver: None,
             sam: SamHeadsConfig::official(),
             num_maskmem: 7,
             max_obj_ptrs_in_encoder: 16,
@@ -228,6 +258,36 @@ impl ModelConfig {
             pixel_mean: [0.485, 0.456, 0.406],
             pixel_std: [0.229, 0.224, 0.225],
         })
+    }
+
+    /// EdgeTAM (`sam2/configs/edgetam.yaml` of the edgetam package): RepViT-M1 trunk,
+    /// 2-layer memory attention with `RoPEAttentionv2` cross-attention, spatial perceiver,
+    /// no temporal encoding on object pointers, no `no_obj_embed_spatial`.
+    pub fn edgetam() -> ModelConfig {
+        let mut c = Self::builtin("sam2_hiera_t").expect("builtin");
+        c.name = "edgetam".into();
+        c.family = "edgetam".into();
+        c.backbone = Backbone::Repvit { channels: vec![48, 96, 192, 384] };
+        c.neck.backbone_channel_list = vec![384, 192, 96, 48];
+        c.memory_attention.num_layers = 2;
+        c.memory_attention.rope_v2_k_sizes = Some([16, 16]);
+        c.perceiver = Some(PerceiverConfig {
+            depth: 2,
+            dim: 64,
+            dim_head: 64,
+            heads: 1,
+            ff_mult: 4,
+            num_latents: 256,
+            num_latents_2d: 256,
+            pos_enc_at_key_value: true,
+            concat_kv_latents: false,
+            use_self_attn: true,
+        });
+        c.no_obj_embed_spatial = false;
+        c.add_tpos_enc_to_obj_ptrs = false;
+        c.proj_tpos_enc_in_obj_ptrs = false;
+        c.use_signed_tpos_enc_to_obj_ptrs = false;
+        c
     }
 
     /// Read a config written as JSON (reduced test configs).
@@ -289,7 +349,7 @@ impl SamHeadsConfig {
 }
 
 fn unknown_model(name: &str) -> Error {
-    Error::new(ErrorKind::Config, format!("unknown model '{name}'; known models: {}, edgetam", MODEL_NAMES.join(", ")))
+    Error::new(ErrorKind::Config, format!("unknown model '{name}'; known models: {}, {EDGETAM}", MODEL_NAMES.join(", ")))
 }
 
 #[cfg(test)]
@@ -301,9 +361,12 @@ mod tests {
         for n in MODEL_NAMES {
             let c = ModelConfig::builtin(n).unwrap();
             assert_eq!(&c.name, n);
-            let h = c.hiera().unwrap();
-            assert_eq!(c.neck.backbone_channel_list[3], h.embed_dim);
+            match &c.backbone {
+                Backbone::Hiera(h) => assert_eq!(c.neck.backbone_channel_list[3], h.embed_dim),
+                Backbone::Repvit { channels } => assert_eq!(c.neck.backbone_channel_list[3], channels[0]),
+            }
         }
+        assert_eq!(ModelConfig::builtin(EDGETAM).unwrap().family, "edgetam");
         let e = ModelConfig::builtin("sam3").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(e.to_string().contains("sam3"));

@@ -59,7 +59,11 @@ impl Component {
 
     /// Build this component's graph from the weights.
     pub fn build(self, cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
+        let edgetam = cfg.perceiver.is_some();
         let g = match self {
+            Component::ImageEncoder if edgetam => models::edgetam::build_edgetam_image_encoder(cfg, vb),
+            Component::MemoryEncoder if edgetam => models::edgetam::build_edgetam_memory_encoder(cfg, vb),
+            Component::MemoryAttention if edgetam => models::edgetam::build_edgetam_memory_attention(cfg, vb),
             Component::ImageEncoder => models::image_encoder::build_image_encoder(cfg, vb),
             Component::PromptDecoder => models::prompt_decoder::build_prompt_decoder(cfg, vb),
             Component::MemoryEncoder => models::memory_encoder::build_memory_encoder(cfg, vb),

@@ -114,6 +114,7 @@ fn main() -> Result<()> {
                 for n in tamrt::config::MODEL_NAMES {
                     println!("{n}");
                 }
+                println!("{}", tamrt::config::EDGETAM);
             } else {
                 let cfg = load_config(model.as_deref(), None)?;
                 println!("{}", serde_json::to_string_pretty(&cfg)?);

@@ -1,6 +1,7 @@
 //! One file per paper block; each builds ONNX nodes from checkpoint weights.
 //! The `build_*` functions produce the four exported graphs (see `export/README.md`).
 
+pub mod edgetam;
 pub mod fpn_neck;
 pub mod hiera;
 pub mod image_encoder;
