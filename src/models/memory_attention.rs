@@ -1,11 +1,227 @@
-//! (in progress)
+//! `memory_attention.onnx`: `MemoryAttention.forward` (`sam2/modeling/memory_attention.py`)
+//! as `SAM2Base._prepare_memory_conditioned_features` calls it, batch-first.
+//!
+//! The memory is given as two inputs, the `T` spatial tokens and the `P` object-pointer
+//! tokens (P may be 0); upstream concatenates them (`torch.cat(to_cat_memory, dim=0)`)
+//! before the transformer. Here keys and values of the two parts are projected
+//! separately and concatenated after RoPE, which rotates only the spatial part
+//! (`num_k_exclude_rope = P`). With P = 0 that concat has an empty input: ONNX Runtime
+//! runs it, and TensorRT treats zero-length dims as ordinary (empty tensors, profile
+//! min `ptr_tokens` = 0; the only Reshapes on the pointer part copy dims with `0`, never
+//! infer with `-1`).
+
 use crate::config::ModelConfig;
+use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::onnx::Graph;
+use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
+use crate::onnx::graph::Graph;
+use crate::onnx::nn::{layer_norm, linear};
+use crate::onnx::proto::DataType;
+use crate::onnx::Value;
 use crate::weights::Vb;
+
+/// `nn.LayerNorm` default eps (norm1..3 and the final norm).
+const LN_EPS: f32 = 1e-5;
+
+/// Sizes shared by all layers.
+struct Dims {
+    /// `d_model` (= hidden dim C).
+    d: usize,
+    /// `kv_in_dim` of the cross-attention (= memory dim M).
+    kv: usize,
+    heads: usize,
+    ff: usize,
+}
 
 /// Build `memory_attention.onnx` (see `export/README.md`).
 pub fn build_memory_attention(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
-    let _ = (cfg, vb);
-    Err(graph_err("memory_attention: not built yet"))
+    let ma = &cfg.memory_attention;
+    let (c, m, e) = (cfg.hidden_dim(), cfg.mem_dim(), cfg.embed_side());
+    if ma.d_model != c {
+        return Err(graph_err(format!("memory_attention.d_model {} != hidden dim {c}", ma.d_model)));
+    }
+    if ma.kv_in_dim != m {
+        return Err(graph_err(format!("memory_attention.kv_in_dim {} != memory dim {m}", ma.kv_in_dim)));
+    }
+    if ma.num_heads == 0 || !c.is_multiple_of(ma.num_heads) || !(c / ma.num_heads).is_multiple_of(4) {
+        return Err(graph_err(format!(
+            "memory_attention: head dim of {c} / {} heads must be a multiple of 4",
+            ma.num_heads
+        )));
+    }
+    let dm = Dims { d: c, kv: m, heads: ma.num_heads, ff: ma.dim_feedforward };
+    let vb = vb.pp("memory_attention");
+    let mut g = Graph::new("memory_attention");
+    g.set_doc("SAM 2 MemoryAttention.forward (batch-first), RoPE self/cross attention");
+
+    let (ci, mi, ei) = (c as i64, m as i64, e as i64);
+    let curr = g.input("curr", DataType::Float, dims!["objects", ci, ei, ei]);
+    let curr_pos = g.input("curr_pos", DataType::Float, dims!["objects", ci, ei, ei]);
+    let memory = g.input("memory", DataType::Float, dims!["objects", "mem_tokens", mi]);
+    let memory_pos = g.input("memory_pos", DataType::Float, dims!["objects", "mem_tokens", mi]);
+    let obj_ptrs = g.input("obj_ptrs", DataType::Float, dims!["objects", "ptr_tokens", mi]);
+    let obj_ptrs_pos = g.input("obj_ptrs_pos", DataType::Float, dims!["objects", "ptr_tokens", mi]);
+
+    // `RoPEAttention.forward`: `w = h = math.sqrt(q.shape[-2])`, and the table is
+    // recomputed with `compute_cis(end_x=w, end_y=h)` when `feat_sizes` disagree: the
+    // queries are always the E×E grid, so one E×E table serves every layer (self- and
+    // cross-attention have the same head dim).
+    let rope = AxialRope::new(c / ma.num_heads, e, e, ma.rope_theta).constants(&mut g, "memory_attention");
+
+    // `if self.pos_enc_at_input and curr_pos is not None: output = output + 0.1 * curr_pos`
+    // (elementwise, so done before the layout change; queries get no other pos:
+    // pos_enc_at_attn and pos_enc_at_cross_attn_queries are false in every config)
+    let mut output = curr;
+    if ma.pos_enc_at_input {
+        let p = g.mul_scalar(&curr_pos, 0.1);
+        output = g.add(&output, &p);
+    }
+    // (HW)BC in upstream, batch-first in its layers; here [B, C, E, E] -> [B, E·E, C]
+    let output = g.reshape(&output, &[0, 0, -1]);
+    let mut output = g.transpose(&output, &[0, 2, 1]);
+
+    // `k=memory + pos if self.pos_enc_at_cross_attn_keys else memory` (true in every config)
+    let mem_k = g.add(&memory, &memory_pos);
+    let ptr_k = g.add(&obj_ptrs, &obj_ptrs_pos);
+    let mem = MemoryTokens { mem_k, mem_v: memory, ptr_k, ptr_v: obj_ptrs };
+
+    for i in 0..ma.num_layers {
+        let lvb = vb.pp("layers").pp(i);
+        output = g.scoped(&format!("memory_attention.layers.{i}"), |g| layer(g, &lvb, &dm, &output, &mem, &rope))?;
+    }
+    // `normed_output = self.norm(output)`
+    let out = layer_norm(&mut g, &vb.pp("norm"), &output, c, LN_EPS)?;
+    // `pix_feat_with_mem.permute(1, 2, 0).view(B, C, H, W)` (from batch-first here)
+    let out = g.transpose(&out, &[0, 2, 1]);
+    let out = g.reshape(&out, &[0, ci, ei, ei]);
+    g.output(&out, "pix_feat_with_mem", DataType::Float, dims!["objects", ci, ei, ei]);
+    Ok(g)
+}
+
+/// Cross-attention inputs, fixed across layers.
+struct MemoryTokens {
+    /// `memory + pos` of the T spatial tokens / of the P pointer tokens.
+    mem_k: Value,
+    ptr_k: Value,
+    /// `v=memory`
+    mem_v: Value,
+    ptr_v: Value,
+}
+
+/// `MemoryAttentionLayer.forward` (dropout is off at inference).
+fn layer(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, mem: &MemoryTokens, rope: &RopeConsts) -> Result<Value> {
+    let d = dm.d;
+    // _forward_sa: `tgt2 = self.norm1(tgt)`; `q = k = tgt2` (pos_enc_at_attn false)
+    let tgt2 = layer_norm(g, &vb.pp("norm1"), tgt, d, LN_EPS)?;
+    let sa = g.scoped("self_attn", |g| self_attention(g, &vb.pp("self_attn"), dm, &tgt2, rope))?;
+    let tgt = g.add(tgt, &sa);
+
+    // _forward_ca: `tgt2 = self.norm2(tgt)`; queries without pos
+    let tgt2 = layer_norm(g, &vb.pp("norm2"), &tgt, d, LN_EPS)?;
+    let ca = g.scoped("cross_attn_image", |g| cross_attention(g, &vb.pp("cross_attn_image"), dm, &tgt2, mem, rope))?;
+    let tgt = g.add(&tgt, &ca);
+
+    // `tgt2 = self.linear2(self.dropout(self.activation(self.linear1(tgt2))))` (relu)
+    let tgt2 = layer_norm(g, &vb.pp("norm3"), &tgt, d, LN_EPS)?;
+    let h = linear(g, &vb.pp("linear1"), &tgt2, d, dm.ff, true)?;
+    let h = g.relu(&h);
+    let h = linear(g, &vb.pp("linear2"), &h, dm.ff, d, true)?;
+    Ok(g.add(&tgt, &h))
+}
+
+/// `Attention._separate_heads`: [B, N, C] -> [B, heads, N, C/heads].
+fn separate_heads(g: &mut Graph, x: &Value, heads: usize, head_dim: usize) -> Value {
+    let x = g.reshape(x, &[0, 0, heads as i64, head_dim as i64]);
+    g.transpose(&x, &[0, 2, 1, 3])
+}
+
+/// `Attention._recombine_heads`: [B, heads, N, c] -> [B, N, heads·c].
+fn recombine_heads(g: &mut Graph, x: &Value, dim: usize) -> Value {
+    let x = g.transpose(x, &[0, 2, 1, 3]);
+    g.reshape(&x, &[0, 0, dim as i64])
+}
+
+/// `F.scaled_dot_product_attention(q, k, v)` on [B, heads, N, c] tensors, then
+/// `_recombine_heads` and `out_proj`.
+fn attend(g: &mut Graph, vb: &Vb, dm: &Dims, q: &Value, k: &Value, v: &Value) -> Result<Value> {
+    let head_dim = dm.d / dm.heads;
+    let kt = g.transpose(k, &[0, 1, 3, 2]);
+    let s = g.matmul(q, &kt);
+    let s = g.mul_scalar(&s, 1.0 / (head_dim as f32).sqrt());
+    let p = g.softmax(&s, -1);
+    let o = g.matmul(&p, v);
+    let o = recombine_heads(g, &o, dm.d);
+    linear(g, &vb.pp("out_proj"), &o, dm.d, dm.d, true)
+}
+
+/// `RoPEAttention.forward(q=tgt2, k=tgt2, v=tgt2)`: queries and keys both rotated with
+/// the E×E table.
+fn self_attention(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, rope: &RopeConsts) -> Result<Value> {
+    let (d, hd) = (dm.d, dm.d / dm.heads);
+    let q = linear(g, &vb.pp("q_proj"), x, d, d, true)?;
+    let k = linear(g, &vb.pp("k_proj"), x, d, d, true)?;
+    let v = linear(g, &vb.pp("v_proj"), x, d, d, true)?;
+    let q = separate_heads(g, &q, dm.heads, hd);
+    let k = separate_heads(g, &k, dm.heads, hd);
+    let v = separate_heads(g, &v, dm.heads, hd);
+    // `q, k[:, :, :num_k_rope] = apply_rotary_enc(q, k[:, :, :num_k_rope], ...)`
+    let q = apply_rotary(g, &q, rope);
+    let k = apply_rotary(g, &k, rope);
+    attend(g, vb, dm, &q, &k, &v)
+}
+
+/// `RoPEAttention.forward(q=tgt2, k=memory + pos, v=memory, num_k_exclude_rope=P)`
+/// with `rope_k_repeat`: the T spatial keys are rotated with the query table repeated
+/// per frame; the P pointer keys are not rotated.
+fn cross_attention(
+    g: &mut Graph,
+    vb: &Vb,
+    dm: &Dims,
+    x: &Value,
+    mem: &MemoryTokens,
+    rope: &RopeConsts,
+) -> Result<Value> {
+    let (d, kv, hd) = (dm.d, dm.kv, dm.d / dm.heads);
+    let q = linear(g, &vb.pp("q_proj"), x, d, d, true)?;
+    let q = separate_heads(g, &q, dm.heads, hd);
+    let q = apply_rotary(g, &q, rope);
+
+    // Same `k_proj` / `v_proj` weights on both parts (row-wise, so projecting the parts
+    // separately equals projecting their concatenation).
+    let kvb = vb.pp("k_proj");
+    let vvb = vb.pp("v_proj");
+    let kv_part = |g: &mut Graph, k_in: &Value, v_in: &Value| -> Result<(Value, Value)> {
+        let k = linear(g, &kvb, k_in, kv, d, true)?;
+        let v = linear(g, &vvb, v_in, kv, d, true)?;
+        Ok((separate_heads(g, &k, dm.heads, hd), separate_heads(g, &v, dm.heads, hd)))
+    };
+    let (k_mem, v_mem) = kv_part(g, &mem.mem_k, &mem.mem_v)?;
+    let (k_ptr, v_ptr) = kv_part(g, &mem.ptr_k, &mem.ptr_v)?;
+    // `repeat_freqs_k`: [B, h, T, c] is rotated as [B, h, T / (E·E), E·E, ...]
+    let k_mem = apply_rotary(g, &k_mem, rope);
+    // `torch.cat(to_cat_memory, dim=0)`: spatial tokens first, then pointers
+    let k = g.concat(&[&k_mem, &k_ptr], 2);
+    let v = g.concat(&[&v_mem, &v_ptr], 2);
+    attend(g, vb, dm, &q, &k, &v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::{RandomWeights, Weights};
+
+    #[test]
+    fn builds_for_every_official_config() {
+        for name in crate::config::MODEL_NAMES {
+            let cfg = ModelConfig::builtin(name).unwrap();
+            let w = Weights::new(Box::new(RandomWeights { seed: 0 }));
+            let g = build_memory_attention(&cfg, &w.root()).unwrap();
+            let model = g.into_model("test", vec![]);
+            let cos = model.graph.initializers.iter().find(|t| t.name == "memory_attention.rope_cos").unwrap();
+            assert_eq!(cos.dims, vec![4096, 128, 1], "{name}");
+            let names: Vec<&str> = model.graph.initializers.iter().map(|t| t.name.as_str()).collect();
+            assert!(names.contains(&"memory_attention.layers.3.cross_attn_image.k_proj.weight^T"));
+            assert!(names.contains(&"memory_attention.norm.bias"));
+        }
+    }
 }
