@@ -79,11 +79,17 @@ pub const EXTERNAL_DATA_THRESHOLD: usize = 1_800_000_000;
 
 /// Write `model` to `path` atomically. Models over [`EXTERNAL_DATA_THRESHOLD`] put their
 /// initializers in `<file>.data` beside it.
-pub fn write_model_atomic(mut model: ModelProto, path: &Path) -> Result<()> {
+pub fn write_model_atomic(model: ModelProto, path: &Path) -> Result<()> {
+    write_model_atomic_with_threshold(model, path, EXTERNAL_DATA_THRESHOLD)
+}
+
+/// [`write_model_atomic`] with an explicit external-data threshold (initializers of at
+/// least 1 KiB go to `<file>.data` when the model's initializers exceed `threshold`).
+pub fn write_model_atomic_with_threshold(mut model: ModelProto, path: &Path, threshold: usize) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or("graph.onnx").to_string();
     let mut data_tmp: Option<(PathBuf, PathBuf)> = None;
-    if model.initializer_bytes() > EXTERNAL_DATA_THRESHOLD {
+    if model.initializer_bytes() > threshold {
         let data_name = format!("{file_name}.data");
         let data_path = dir.join(&data_name);
         let tmp = dir.join(format!(".{data_name}.tmp"));
@@ -216,13 +222,17 @@ fn export_into(
     let mut graphs = BTreeMap::new();
     for c in components {
         let g = c.build(cfg, &vb).map_err(looks_like)?;
-        let spec = GraphSpec {
+        let mut spec = GraphSpec {
             file: c.file_name(),
             inputs: g.inputs().iter().map(IoSpec::from_value_info).collect(),
             outputs: g.outputs().iter().map(IoSpec::from_value_info).collect(),
             nodes: g.num_nodes(),
             op_types: g.op_types(),
+            trt_profiles: vec![],
+            trt_profile_desc: String::new(),
         };
+        spec.trt_profiles = crate::trt::profiles::graph_profiles(&spec, cfg, &Default::default())?;
+        spec.trt_profile_desc = crate::trt::profiles::describe(&spec.trt_profiles);
         let model = g.into_model(env!("CARGO_PKG_VERSION"), vec![("tamrt.model".into(), cfg.name.clone())]);
         let bytes = model.initializer_bytes();
         let path = dir.join(c.file_name());

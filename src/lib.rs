@@ -7,10 +7,12 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod info;
 pub mod manifest;
 pub mod models;
 pub mod onnx;
 pub mod parity;
+pub mod trt;
 pub mod weights;
 
 pub mod backend;

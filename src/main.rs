@@ -50,6 +50,26 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Build TensorRT engines for an exported model (one per graph; up-to-date ones are kept).
+    BuildEngines {
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// fp16, bf16 (TensorRT >= 9; fp16 before) or fp32.
+        #[arg(long, default_value = "fp16")]
+        precision: String,
+        /// Builder workspace in MB.
+        #[arg(long, default_value_t = 1024)]
+        workspace: u64,
+        /// Builder optimization level (TensorRT >= 8.6).
+        #[arg(long)]
+        opt_level: Option<i32>,
+    },
+    /// Show the machine (CUDA, GPU, TensorRT, JetPack/L4T, ONNX Runtime) and, with
+    /// --model-dir, which graphs and engines exist and are current.
+    Info {
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
     /// Print a model config as JSON.
     Config {
         /// Model name.
@@ -108,6 +128,38 @@ fn main() -> Result<()> {
             if !(worst_all <= tamrt::parity::TOLERANCE) {
                 bail!("worst relative error {worst_all:.3e} exceeds {:.0e}", tamrt::parity::TOLERANCE);
             }
+        }
+        Cmd::BuildEngines { model_dir, precision, workspace, opt_level } => {
+            let shim = tamrt::trt::ffi::Shim::load()?;
+            let target = shim.target()?;
+            let req = tamrt::trt::BuildRequest {
+                precision: tamrt::trt::engine_cache::Precision::parse(&precision)?,
+                workspace_mb: workspace,
+                opt_level,
+                ranges: Default::default(),
+            };
+            let mut failed = 0;
+            for (c, outcome) in tamrt::trt::build_engines(&shim, &target, &model_dir, &req)? {
+                match outcome {
+                    tamrt::trt::EngineOutcome::UpToDate(p) => println!("{:<18} up to date: {}", c.name(), p.display()),
+                    tamrt::trt::EngineOutcome::Built { path, reason, note } => {
+                        println!("{:<18} built ({reason}): {}", c.name(), path.display());
+                        if let Some(n) = note {
+                            println!("{:<18} note: {n}", "");
+                        }
+                    }
+                    tamrt::trt::EngineOutcome::Failed { reason } => {
+                        failed += 1;
+                        println!("{:<18} FAILED, will run on ONNX Runtime: {reason}", c.name());
+                    }
+                }
+            }
+            if failed > 0 {
+                println!("{failed} component(s) fall back to ONNX Runtime");
+            }
+        }
+        Cmd::Info { model_dir } => {
+            print!("{}", tamrt::info::report(model_dir.as_deref()));
         }
         Cmd::Config { model, list } => {
             if list {

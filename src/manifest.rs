@@ -53,6 +53,12 @@ pub struct GraphSpec {
     pub outputs: Vec<IoSpec>,
     pub nodes: usize,
     pub op_types: Vec<String>,
+    /// TensorRT optimization profiles for the dynamic inputs (default ranges), used by
+    /// `tamrt build-engines` and build.rs.
+    #[serde(default)]
+    pub trt_profiles: Vec<crate::trt::profiles::InputProfile>,
+    #[serde(default)]
+    pub trt_profile_desc: String,
 }
 
 /// A small tensor stored inline.

@@ -122,3 +122,30 @@ impl SqrtPlusOne for Graph {
         self.add_scalar(&s, 1.0)
     }
 }
+
+#[test]
+fn external_data_model_loads_and_matches() {
+    // Force external data (the real threshold is ~1.8 GB) and check ORT reads it back.
+    let build = || {
+        let mut g = Graph::new("t");
+        let x = g.input("x", DataType::Float, dims![1, 512]);
+        let w: Vec<f32> = (0..512 * 4).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+        let w = g.initializer("w", &[512, 4], w.into());
+        let y = g.matmul(&x, &w);
+        g.output(&y, "y", DataType::Float, dims![1, 4]);
+        g.into_model("test", vec![])
+    };
+    let dir = tempdir();
+    let (inline, external) = (dir.join("inline.onnx"), dir.join("external.onnx"));
+    tamrt::export::write_model_atomic(build(), &inline).unwrap();
+    tamrt::export::write_model_atomic_with_threshold(build(), &external, 0).unwrap();
+    assert!(dir.join("external.onnx.data").exists());
+    assert!(std::fs::metadata(&external).unwrap().len() < 1024, "weights must not be inline");
+    let xv = TensorF32::new(vec![1, 512], (0..512).map(|i| (i as f32) / 512.0).collect());
+    let mut a = OrtSession::load(&inline, 1).unwrap();
+    let mut b = OrtSession::load(&external, 1).unwrap();
+    let ya = take_output(&mut a.run(&[("x", &xv)]).unwrap(), "y").unwrap();
+    let yb = take_output(&mut b.run(&[("x", &xv)]).unwrap(), "y").unwrap();
+    assert_eq!(ya, yb);
+    assert!(ya.data.iter().any(|v| *v != 0.0));
+}

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "ort")]
 pub mod ort;
+pub mod select;
 
 use std::path::Path;
 

@@ -1,0 +1,245 @@
+//! Engine files: naming by graph, precision, TensorRT version and GPU, and the staleness
+//! rule. An engine is reused only when its sidecar (`<engine>.json`) says it was built
+//! from the same graph bytes, by the same TensorRT, for the same GPU and L4T/JetPack
+//! release, with the same build options; anything else is rebuilt, never loaded.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Engine precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Fp16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Precision> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(Error::new(ErrorKind::InvalidInput, format!("unknown precision '{s}' (fp32, fp16, bf16)"))),
+        }
+    }
+
+    /// The precision a TensorRT version can build: bf16 needs TensorRT ≥ 9, otherwise
+    /// fp16 is used and the returned note says so.
+    pub fn effective(self, trt_major: u32) -> (Precision, Option<String>) {
+        if self == Precision::Bf16 && trt_major < 9 {
+            (Precision::Fp16, Some(format!("bf16 needs TensorRT >= 9 (found {trt_major}.x): building fp16 instead")))
+        } else {
+            (self, None)
+        }
+    }
+}
+
+/// The machine an engine is built for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// TensorRT version as (major, minor, patch).
+    pub trt_version: (u32, u32, u32),
+    /// Compute capability, e.g. (8, 7) for Orin.
+    pub compute_capability: (u32, u32),
+    pub gpu_name: String,
+    /// L4T release string from /etc/nv_tegra_release (Jetson), `None` on desktop.
+    pub l4t_release: Option<String>,
+}
+
+/// What an engine was built from and with (the sidecar).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStamp {
+    pub graph_sha256: String,
+    pub target: Target,
+    pub precision: Precision,
+    pub workspace_mb: u64,
+    pub opt_level: Option<i32>,
+    pub profile: String,
+}
+
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// `<graph>.<precision>.trt<maj>.<min>.<patch>.sm<cc>.<gpu>.engine`, e.g.
+/// `memory_attention.fp16.trt8.5.2.sm87.orin.engine`.
+pub fn engine_file_name(graph: &str, precision: Precision, t: &Target) -> String {
+    let (a, b, c) = t.trt_version;
+    let (ma, mi) = t.compute_capability;
+    format!("{graph}.{}.trt{a}.{b}.{c}.sm{ma}{mi}.{}.engine", precision.name(), slug(&t.gpu_name))
+}
+
+/// Sidecar path of an engine.
+pub fn stamp_path(engine: &Path) -> PathBuf {
+    let mut s = engine.as_os_str().to_owned();
+    s.push(".json");
+    PathBuf::from(s)
+}
+
+/// Why an engine must be (re)built, or `None` when it is up to date.
+pub fn staleness(engine: &Path, want: &EngineStamp) -> Option<String> {
+    if !engine.exists() {
+        return Some("no engine yet".into());
+    }
+    let sp = stamp_path(engine);
+    let Ok(text) = std::fs::read_to_string(&sp) else {
+        return Some(format!("no build record '{}'", sp.display()));
+    };
+    let have: EngineStamp = match serde_json::from_str(&text) {
+        Ok(h) => h,
+        Err(e) => return Some(format!("unreadable build record: {e}")),
+    };
+    if have.graph_sha256 != want.graph_sha256 {
+        return Some("the graph changed".into());
+    }
+    if have.target.trt_version != want.target.trt_version {
+        return Some(format!(
+            "built by TensorRT {:?}, this is {:?}",
+            have.target.trt_version, want.target.trt_version
+        ));
+    }
+    if have.target.compute_capability != want.target.compute_capability || have.target.gpu_name != want.target.gpu_name {
+        return Some(format!("built for GPU '{}', this is '{}'", have.target.gpu_name, want.target.gpu_name));
+    }
+    if have.target.l4t_release != want.target.l4t_release {
+        return Some(format!(
+            "built on L4T {:?}, this is {:?} (JetPack changed)",
+            have.target.l4t_release, want.target.l4t_release
+        ));
+    }
+    if have != *want {
+        return Some("build options changed".into());
+    }
+    None
+}
+
+/// Write the sidecar for a freshly built engine.
+pub fn write_stamp(engine: &Path, stamp: &EngineStamp) -> Result<()> {
+    let p = stamp_path(engine);
+    let tmp = p.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(stamp).expect("stamp serialises");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, "cannot write", e))?;
+    std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, "cannot move into place", e))
+}
+
+/// Parse `/etc/nv_tegra_release` (e.g. `# R35 (release), REVISION: 3.1, GCID: …`) into
+/// "35.3.1".
+pub fn parse_nv_tegra_release(text: &str) -> Option<String> {
+    let line = text.lines().next()?;
+    let r = line.split_whitespace().find_map(|w| w.strip_prefix('R').and_then(|n| n.parse::<u32>().ok()))?;
+    let rev = line.split("REVISION:").nth(1)?.split(',').next()?.trim();
+    Some(format!("{r}.{rev}"))
+}
+
+/// JetPack release for an L4T release (the pairs NVIDIA documents for the supported lines).
+pub fn jetpack_for_l4t(l4t: &str) -> Option<&'static str> {
+    Some(match l4t {
+        "35.2.1" => "5.1",
+        "35.3.1" => "5.1.1",
+        "35.4.1" => "5.1.2",
+        "35.5.0" => "5.1.3",
+        "35.6.0" => "5.1.4",
+        "36.2.0" => "6.0 DP",
+        "36.3.0" => "6.0",
+        "36.4.0" => "6.1",
+        "36.4.3" => "6.2",
+        "36.4.4" => "6.2.1",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            trt_version: (8, 5, 2),
+            compute_capability: (8, 7),
+            gpu_name: "Orin (nvgpu)".into(),
+            l4t_release: Some("35.3.1".into()),
+        }
+    }
+
+    fn stamp() -> EngineStamp {
+        EngineStamp {
+            graph_sha256: "abc".into(),
+            target: target(),
+            precision: Precision::Fp16,
+            workspace_mb: 1024,
+            opt_level: None,
+            profile: "objects 1..8".into(),
+        }
+    }
+
+    #[test]
+    fn names_carry_graph_precision_version_and_gpu() {
+        let n = engine_file_name("memory_attention", Precision::Fp16, &target());
+        assert_eq!(n, "memory_attention.fp16.trt8.5.2.sm87.orin-nvgpu.engine");
+    }
+
+    #[test]
+    fn staleness_rules() {
+        let dir = std::env::temp_dir().join(format!("tamrt-engine-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = dir.join("g.engine");
+        let _ = std::fs::remove_file(&e);
+        assert_eq!(staleness(&e, &stamp()).as_deref(), Some("no engine yet"));
+        std::fs::write(&e, b"plan").unwrap();
+        assert!(staleness(&e, &stamp()).unwrap().contains("no build record"));
+        write_stamp(&e, &stamp()).unwrap();
+        assert_eq!(staleness(&e, &stamp()), None);
+        let mut other = stamp();
+        other.target.trt_version = (10, 3, 0);
+        assert!(staleness(&e, &other).unwrap().contains("TensorRT"));
+        let mut other = stamp();
+        other.target.gpu_name = "NVIDIA H200".into();
+        assert!(staleness(&e, &other).unwrap().contains("GPU"));
+        let mut other = stamp();
+        other.target.l4t_release = Some("36.4.0".into());
+        assert!(staleness(&e, &other).unwrap().contains("JetPack changed"));
+        let mut other = stamp();
+        other.graph_sha256 = "def".into();
+        assert_eq!(staleness(&e, &other).as_deref(), Some("the graph changed"));
+        let mut other = stamp();
+        other.workspace_mb = 2048;
+        assert_eq!(staleness(&e, &other).as_deref(), Some("build options changed"));
+    }
+
+    #[test]
+    fn bf16_falls_back_before_trt9() {
+        assert_eq!(Precision::Bf16.effective(8).0, Precision::Fp16);
+        assert!(Precision::Bf16.effective(8).1.unwrap().contains("TensorRT >= 9"));
+        assert_eq!(Precision::Bf16.effective(10), (Precision::Bf16, None));
+        assert_eq!(Precision::Fp16.effective(8), (Precision::Fp16, None));
+    }
+
+    #[test]
+    fn tegra_release_parsing() {
+        let t = "# R35 (release), REVISION: 3.1, GCID: 32827747, BOARD: t186ref, EABI: aarch64, DATE: Sun Mar 19 15:19:21 UTC 2023";
+        assert_eq!(parse_nv_tegra_release(t).as_deref(), Some("35.3.1"));
+        assert_eq!(jetpack_for_l4t("35.3.1"), Some("5.1.1"));
+        assert_eq!(parse_nv_tegra_release("garbage"), None);
+    }
+}
