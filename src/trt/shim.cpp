@@ -17,6 +17,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #define TAMRT_TRT_AT_LEAST(maj, min) \
@@ -43,23 +44,20 @@ class Logger : public nvinfer1::ILogger {
   std::string errors;
 };
 
+// Since TensorRT 8.0 every object may be released with `delete` (destroy() is
+// deprecated in 8.x, gone in 10).
 template <typename T>
-struct Destroy {
-  void operator()(T *p) const noexcept {
-#if NV_TENSORRT_MAJOR >= 10
-    delete p;
-#else
-    if (p) p->destroy();
-#endif
-  }
-};
-template <typename T>
-using Ptr = std::unique_ptr<T, Destroy<T>>;
+using Ptr = std::unique_ptr<T>;
+
+std::string trt_version_str() {
+  return std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) + "." +
+         std::to_string(NV_TENSORRT_PATCH);
+}
 
 nvinfer1::Dims to_dims(const int64_t *d, int32_t n) {
   nvinfer1::Dims dims{};
   dims.nbDims = n;
-  for (int32_t i = 0; i < n && i < nvinfer1::Dims::MAX_DIMS; ++i) dims.d[i] = static_cast<decltype(dims.d[0])>(d[i]);
+  for (int32_t i = 0; i < n && i < nvinfer1::Dims::MAX_DIMS; ++i) dims.d[i] = static_cast<std::remove_reference_t<decltype(dims.d[0])>>(d[i]);
   return dims;
 }
 
@@ -189,7 +187,7 @@ int32_t tamrt_trt_build_engine(const char *onnx_path, const char *engine_path, c
       config->setFlag(nvinfer1::BuilderFlag::kBF16);
       reduced = true;
 #else
-      return fail(TAMRT_TRT_ERR_UNSUPPORTED, "bf16 needs TensorRT >= 9 (this is " NV_TENSORRT_VERSION_STR ")");
+      return fail(TAMRT_TRT_ERR_UNSUPPORTED, "bf16 needs TensorRT >= 9 (this is " + trt_version_str() + ")");
 #endif
     }
     if (reduced && options->keep_norms_fp32) {
