@@ -149,7 +149,11 @@ impl ExportReport {
     pub fn summary(&self) -> String {
         let mut s = format!("exported '{}' to {} in {:.1} s\n", self.model, self.out_dir.display(), self.seconds);
         for (f, n, b) in &self.graphs {
-            s.push_str(&format!("  {f}: {n} nodes, {:.1} MB of weights\n", *b as f64 / 1e6));
+            if f.ends_with(".onnx") {
+                s.push_str(&format!("  {f}: {n} nodes, {:.1} MB of weights\n", *b as f64 / 1e6));
+            } else {
+                s.push_str(&format!("  {f}\n"));
+            }
         }
         s
     }
