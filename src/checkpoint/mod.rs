@@ -3,7 +3,9 @@
 //! Both give a [`Checkpoint`]: an index of tensors whose data is read on demand, so a
 //! large model never sits in memory twice.
 
+mod pickle;
 mod safetensors_file;
+mod torch_zip;
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::weights::{missing_error, shape_error, TensorF32, WeightSource};
 
 pub use safetensors_file::SafetensorsCheckpoint;
+pub use torch_zip::TorchZipCheckpoint;
 
 /// Element type of a stored tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,11 +67,18 @@ impl Checkpoint {
             }
         }
         let inner: Box<dyn CheckpointFormat> = if &magic == b"PK\x03\x04" {
-            Box::new(open_torch_zip(path)?)
+            Box::new(TorchZipCheckpoint::open(path)?)
         } else {
             Box::new(SafetensorsCheckpoint::open(path)?)
         };
         Ok(Checkpoint { path: path.to_path_buf(), inner })
+    }
+
+    /// Open a PyTorch zip checkpoint held in memory; `label` names it in messages.
+    pub fn from_torch_zip_bytes(label: &Path, bytes: Vec<u8>) -> Result<Checkpoint> {
+        let len = bytes.len() as u64;
+        let inner = TorchZipCheckpoint::from_reader(label, std::io::Cursor::new(bytes), len)?;
+        Ok(Checkpoint { path: label.to_path_buf(), inner: Box::new(inner) })
     }
 
     pub fn path(&self) -> &Path {
@@ -109,12 +119,4 @@ impl WeightSource for Checkpoint {
     fn describe(&self) -> String {
         format!("checkpoint '{}'", self.path.display())
     }
-}
-
-/// Placeholder until the PyTorch zip reader lands.
-fn open_torch_zip(path: &Path) -> Result<SafetensorsCheckpoint> {
-    Err(Error::new(
-        ErrorKind::Checkpoint,
-        format!("'{}': PyTorch zip checkpoints are not readable yet", path.display()),
-    ))
 }
