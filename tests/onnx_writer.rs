@@ -51,14 +51,14 @@ fn layer_norm_gelu_softmax_match_reference() {
         let mean = row.iter().sum::<f32>() / 4.0;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / 4.0;
         let lnr: Vec<f32> = (0..4).map(|i| (row[i] - mean) / (var + 1e-6).sqrt() * wv[i] + bv[i]).collect();
-        for i in 0..4 {
-            assert!((ln.data[r * 4 + i] - lnr[i]).abs() < 1e-5, "ln[{r},{i}]");
+        for (i, want) in lnr.iter().enumerate() {
+            assert!((ln.data[r * 4 + i] - want).abs() < 1e-5, "ln[{r},{i}]");
         }
         let ge: Vec<f32> = lnr.iter().map(|v| 0.5 * v * (1.0 + erf(v / 2f32.sqrt()))).collect();
         let mx = ge.iter().cloned().fold(f32::MIN, f32::max);
         let z: f32 = ge.iter().map(|v| (v - mx).exp()).sum();
-        for i in 0..4 {
-            let expect = (ge[i] - mx).exp() / z;
+        for (i, g) in ge.iter().enumerate() {
+            let expect = (g - mx).exp() / z;
             assert!((sm.data[r * 4 + i] - expect).abs() < 1e-5, "softmax[{r},{i}] {} vs {expect}", sm.data[r * 4 + i]);
         }
     }

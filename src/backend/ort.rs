@@ -82,16 +82,10 @@ fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
 }
 
 /// ONNX Runtime CPU backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct OrtBackend {
     /// Intra-op threads (0 = ORT's default).
     pub threads: usize,
-}
-
-impl Default for OrtBackend {
-    fn default() -> Self {
-        OrtBackend { threads: 0 }
-    }
 }
 
 impl Backend for OrtBackend {

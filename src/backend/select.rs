@@ -37,6 +37,9 @@ pub struct ComponentChoice {
     pub reason: String,
 }
 
+/// Sessions by component, and the report of who runs what.
+pub type LoadedComponents = (Vec<(Component, Box<dyn ComponentSession>)>, Vec<ComponentChoice>);
+
 /// Load every component: from `accel` (TensorRT) when preferred and available, else from
 /// `fallback` (ONNX Runtime). Errors only when the fallback cannot load a component.
 pub fn load_components(
@@ -45,7 +48,7 @@ pub fn load_components(
     accel: Option<&dyn Backend>,
     accel_unavailable: Option<&str>,
     fallback: &dyn Backend,
-) -> Result<(Vec<(Component, Box<dyn ComponentSession>)>, Vec<ComponentChoice>)> {
+) -> Result<LoadedComponents> {
     let mut sessions = Vec::new();
     let mut report = Vec::new();
     for c in Component::ALL {

@@ -19,6 +19,7 @@ pub fn linear(g: &mut Graph, vb: &Vb, x: &Value, in_dim: usize, out_dim: usize, 
 }
 
 /// `nn.Conv2d(cin, cout, k, stride, padding, groups)` with bias.
+#[allow(clippy::too_many_arguments)] // mirrors nn.Conv2d's argument list
 pub fn conv2d(
     g: &mut Graph,
     vb: &Vb,

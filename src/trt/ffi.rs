@@ -200,6 +200,7 @@ impl Shim {
     }
 
     /// Build and serialize an engine.
+    #[allow(clippy::too_many_arguments)] // one per field of the C options struct
     pub fn build_engine(
         &self,
         onnx: &Path,
