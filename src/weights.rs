@@ -80,6 +80,9 @@ impl WeightSource for RandomWeights {
         let (scale, offset) = if expected.len() >= 2 {
             let fan_in: usize = expected[1..].iter().product::<usize>().max(1);
             (1.0 / (fan_in as f32).sqrt(), 0.0)
+        } else if name.ends_with("running_var") {
+            // BatchNorm variances must stay positive (they are folded into convs).
+            (0.5, 1.0)
         } else if name.ends_with("weight") || name.ends_with("gamma") {
             (0.0, 1.0)
         } else {

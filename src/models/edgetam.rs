@@ -1,24 +1,171 @@
-//! (in progress) EdgeTAM graphs: RepViT image encoder, memory encoder + spatial
-//! perceiver, memory attention with `RoPEAttentionv2`. The prompt decoder is SAM 2's.
-use crate::config::ModelConfig;
+//! EdgeTAM graphs (`configs/edgetam.yaml` of facebookresearch/EdgeTAM): RepViT-M1 image
+//! encoder ([`repvit`](super::repvit)), memory encoder followed by the spatial perceiver
+//! ([`perceiver`](super::perceiver)), memory attention with `RoPEAttentionv2`
+//! ([`memory_attention_v2`](super::memory_attention_v2)). The prompt decoder is SAM 2's.
+//! Contracts: `export/README.md`, EdgeTAM section.
+
+use std::sync::Arc;
+
+use crate::config::{Backbone, ModelConfig};
+use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::onnx::Graph;
+use crate::models::perceiver::{build_perceiver, PerceiverDims};
+use crate::models::position_encoding::sine_position_encoding;
+use crate::models::memory_encoder::{mask_for_mem, memory_encoder};
+use crate::models::{fpn_neck, memory_attention_v2, repvit};
+use crate::onnx::graph::{ConvOpts, Graph, Value};
+use crate::onnx::nn::conv2d;
+use crate::onnx::proto::DataType;
 use crate::weights::Vb;
 
-/// `image_encoder.onnx` for EdgeTAM.
+/// `image_encoder.onnx` for EdgeTAM: `SAM2Base.forward_image` with the RepViT trunk
+/// (same outputs as SAM 2's).
 pub fn build_edgetam_image_encoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
-    let _ = (cfg, vb);
-    Err(graph_err("edgetam image encoder: not built yet"))
+    let Backbone::Repvit { channels } = &cfg.backbone else {
+        return Err(graph_err(format!("edgetam image_encoder: model '{}' has no RepViT backbone", cfg.name)));
+    };
+    if !cfg.sam.use_high_res_features_in_sam {
+        return Err(graph_err("image_encoder: use_high_res_features_in_sam = false is not supported"));
+    }
+    let rev: Vec<usize> = channels.iter().rev().copied().collect();
+    if rev != cfg.neck.backbone_channel_list {
+        return Err(graph_err(format!(
+            "image_encoder: trunk channels {channels:?} do not match neck backbone_channel_list {:?}",
+            cfg.neck.backbone_channel_list
+        )));
+    }
+    let (s, d, e) = (cfg.image_size, cfg.hidden_dim(), cfg.embed_side());
+    let mut g = Graph::new("image_encoder");
+    g.set_doc("EdgeTAM SAM2Base.forward_image: RepViT-M1 (BatchNorm folded), FPN neck, scalp, conv_s0/conv_s1");
+    let image = g.input("image", DataType::Float, dims![1i64, 3, s as i64, s as i64]);
+    let enc = vb.pp("image_encoder");
+    let xs = repvit::build_repvit(&mut g, &enc.pp("trunk"), channels, &image, s)?;
+    let kept = xs.len().checked_sub(cfg.neck.scalp).filter(|k| *k >= 2).ok_or_else(|| {
+        graph_err(format!("image_encoder: scalp {} leaves fewer than 2 of {} levels", cfg.neck.scalp, xs.len()))
+    })?;
+    let last = kept - 1;
+    let neck_vb = enc.pp("neck");
+    let fpn = fpn_neck::build_fpn_neck(&mut g, &cfg.neck, &neck_vb, &xs, &[0, 1, last])?;
+    let level = |i: usize| fpn[i].clone().ok_or_else(|| graph_err(format!("image_encoder: fpn level {i} not built")));
+    let (l0, l1, top) = (level(0)?, level(1)?, level(last)?);
+    if (l0.h, l1.h, top.h) != (4 * e, 2 * e, e) || (l0.w, l1.w, top.w) != (4 * e, 2 * e, e) {
+        return Err(graph_err(format!(
+            "image_encoder: level sides {}, {}, {} do not match 4E, 2E, E with E = {e}",
+            l0.h, l1.h, top.h
+        )));
+    }
+    let dec = vb.pp("sam_mask_decoder");
+    let mut conv = |name: &str, x: &Value, cout: usize| {
+        let cvb = dec.pp(name);
+        g.scoped(cvb.prefix(), |g| conv2d(g, &cvb, x, d, cout, 1, &ConvOpts::default(), true))
+    };
+    let f0 = conv("conv_s0", &l0.v, d / 8)?;
+    let f1 = conv("conv_s1", &l1.v, d / 4)?;
+    let pos = fpn_neck::level_position_encoding(&mut g, &cfg.neck, &neck_vb, last, &top);
+    let (e, d) = (e as i64, d as i64);
+    g.output(&f0, "high_res_feat0", DataType::Float, dims![1i64, d / 8, 4 * e, 4 * e]);
+    g.output(&f1, "high_res_feat1", DataType::Float, dims![1i64, d / 4, 2 * e, 2 * e]);
+    g.output(&top.v, "vision_feat", DataType::Float, dims![1i64, d, e, e]);
+    g.output(&pos, "vision_pos", DataType::Float, dims![1i64, d, e, e]);
+    Ok(g)
 }
 
-/// `memory_encoder.onnx` for EdgeTAM.
+/// `memory_encoder.onnx` for EdgeTAM: `SAM2Base._encode_new_memory` = mask for memory,
+/// `MemoryEncoder`, then `spatial_perceiver(maskmem_features, maskmem_pos_enc[0])`.
+/// Outputs are token-major: `maskmem_features` / `maskmem_pos_enc` `[B, N1 + N2, M]`.
 pub fn build_edgetam_memory_encoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
-    let _ = (cfg, vb);
-    Err(graph_err("edgetam memory encoder: not built yet"))
+    let p = cfg.perceiver.as_ref().ok_or_else(|| graph_err("edgetam memory_encoder: no perceiver config"))?;
+    let me = &cfg.memory_encoder;
+    let (c, m, e, s) = (cfg.hidden_dim(), cfg.mem_dim(), cfg.embed_side(), cfg.image_size);
+    let pd = PerceiverDims::new(p, m, e)?;
+    if me.mask_downsampler_embed_dim != c {
+        return Err(graph_err(format!(
+            "memory_encoder: mask_downsampler_embed_dim {} != hidden dim {c}",
+            me.mask_downsampler_embed_dim
+        )));
+    }
+    if cfg.no_obj_embed_spatial {
+        return Err(graph_err("edgetam memory_encoder: no_obj_embed_spatial is not part of EdgeTAM"));
+    }
+    let mut g = Graph::new("memory_encoder");
+    g.set_doc("EdgeTAM SAM2Base._encode_new_memory: mask for memory, MemoryEncoder, spatial perceiver");
+    let (ci, mi, ei, si) = (c as i64, m as i64, e as i64, s as i64);
+    let pix_feat = g.input("pix_feat", DataType::Float, dims!["objects", ci, ei, ei]);
+    let mask = g.input("mask_high_res", DataType::Float, dims!["objects", 1, si, si]);
+    // not used by EdgeTAM (no `no_obj_embed_spatial`): kept for the common contract
+    let _score = g.input("object_score_logits", DataType::Float, dims!["objects", 1]);
+    let binarize = g.input("binarize", DataType::Float, dims![1]);
+
+    let mask_for_mem = g.scoped("mask_for_mem", |g| mask_for_mem(g, cfg, &mask, &binarize));
+    let vbm = vb.pp("memory_encoder");
+    let x = g.scoped("memory_encoder", |g| memory_encoder(g, cfg, &vbm, &pix_feat, &mask_for_mem))?;
+
+    // `maskmem_pos_enc[0]`: PositionEmbeddingSine(M) of the E×E grid, token-major
+    let pe = sine_position_encoding(m, e, e);
+    let mut tok = vec![0f32; e * e * m];
+    for t in 0..e * e {
+        for ch in 0..m {
+            tok[t * m + ch] = pe.data[ch * e * e + t];
+        }
+    }
+    let pos_tokens = g.initializer("memory_encoder.position_encoding.tokens", &[1, e * e, m], Arc::from(tok));
+    let svb = vb.pp("spatial_perceiver");
+    let out = g.scoped("spatial_perceiver", |g| build_perceiver(g, p, &pd, &svb, &x, &pos_tokens))?;
+    let n = pd.tokens() as i64;
+    g.output(&out.latents, "maskmem_features", DataType::Float, dims!["objects", n, mi]);
+    g.output(&out.pos, "maskmem_pos_enc", DataType::Float, dims!["objects", n, mi]);
+    Ok(g)
 }
 
 /// `memory_attention.onnx` for EdgeTAM.
 pub fn build_edgetam_memory_attention(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
-    let _ = (cfg, vb);
-    Err(graph_err("edgetam memory attention: not built yet"))
+    memory_attention_v2::build_memory_attention_v2(cfg, vb)
+}
+
+// ------------------------------------------------------------------------------------
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::{RandomWeights, TensorF32, WeightSource, Weights};
+
+    /// Random weights with positive BatchNorm variances.
+    struct PositiveVar(RandomWeights);
+
+    impl WeightSource for PositiveVar {
+        fn load(&self, name: &str, expected: &[usize]) -> Result<TensorF32> {
+            let mut t = self.0.load(name, expected)?;
+            if name.ends_with("running_var") {
+                t.data.iter_mut().for_each(|v| *v = 1.0 + v.abs());
+            }
+            Ok(t)
+        }
+        fn contains(&self, name: &str) -> bool {
+            self.0.contains(name)
+        }
+        fn names(&self) -> Vec<String> {
+            self.0.names()
+        }
+        fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+            self.0.shape_of(name)
+        }
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+    }
+
+    #[test]
+    fn edgetam_graphs_build_without_batch_norm() {
+        let cfg = ModelConfig::edgetam();
+        let w = Weights::new(Box::new(PositiveVar(RandomWeights { seed: 0 })));
+        let g = build_edgetam_image_encoder(&cfg, &w.root()).unwrap();
+        let ops = g.op_types();
+        assert!(!ops.iter().any(|o| o == "BatchNormalization"), "{ops:?}");
+        let m = g.into_model("test", vec![]);
+        let names: Vec<&str> = m.graph.initializers.iter().map(|t| t.name.as_str()).collect();
+        assert!(names.contains(&"image_encoder.trunk.body.stages_2.blocks.13.token_mixer.fused.weight"));
+        assert!(!names.iter().any(|n| n.contains("stages_2.blocks.14")));
+        let g = build_edgetam_memory_encoder(&cfg, &w.root()).unwrap();
+        let out: Vec<String> = g.outputs().iter().map(|o| format!("{}{:?}", o.name, o.dims)).collect();
+        assert_eq!(g.outputs().len(), 2, "{out:?}");
+    }
 }

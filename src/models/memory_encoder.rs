@@ -40,30 +40,7 @@ pub fn build_memory_encoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     let score = g.input("object_score_logits", DataType::Float, dims!["objects", 1]);
     let binarize = g.input("binarize", DataType::Float, dims![1]);
 
-    // `binarize = self.binarize_mask_from_pts_for_mem_enc and is_mask_from_pts`
-    let mut mask_for_mem = g.scoped("mask_for_mem", |g| {
-        // `mask_for_mem = torch.sigmoid(pred_masks_high_res)`
-        let sig = g.sigmoid(&mask);
-        if !cfg.binarize_mask_from_pts_for_mem_enc {
-            return sig;
-        }
-        // `mask_for_mem = (pred_masks_high_res > 0).float()`
-        // (`Where(mask > 0, 1, 0)` rather than a bool→float Cast, for TensorRT 8.5)
-        let (zero, one) = (g.scalar(0.0), g.scalar(1.0));
-        let pos = g.greater(&mask, &zero);
-        let bin = g.where_(&pos, &one, &zero);
-        let half = g.scalar(0.5);
-        let on = g.greater(&binarize, &half);
-        g.where_(&on, &bin, &sig)
-    });
-    // `if self.sigmoid_scale_for_mem_enc != 1.0: mask_for_mem = mask_for_mem * scale`
-    if cfg.sigmoid_scale_for_mem_enc != 1.0 {
-        mask_for_mem = g.mul_scalar(&mask_for_mem, cfg.sigmoid_scale_for_mem_enc);
-    }
-    // `if self.sigmoid_bias_for_mem_enc != 0.0: mask_for_mem = mask_for_mem + bias`
-    if cfg.sigmoid_bias_for_mem_enc != 0.0 {
-        mask_for_mem = g.add_scalar(&mask_for_mem, cfg.sigmoid_bias_for_mem_enc);
-    }
+    let mask_for_mem = g.scoped("mask_for_mem", |g| mask_for_mem(g, cfg, &mask, &binarize));
 
     let vbm = vb.pp("memory_encoder");
     let x = g.scoped("memory_encoder", |g| memory_encoder(g, cfg, &vbm, &pix_feat, &mask_for_mem))?;
@@ -99,8 +76,36 @@ pub fn build_memory_encoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     Ok(g)
 }
 
+/// The mask `_encode_new_memory` feeds the memory encoder, from high-res logits.
+pub(crate) fn mask_for_mem(g: &mut Graph, cfg: &ModelConfig, mask: &Value, binarize: &Value) -> Value {
+    // `binarize = self.binarize_mask_from_pts_for_mem_enc and is_mask_from_pts`
+    // `mask_for_mem = torch.sigmoid(pred_masks_high_res)`
+    let sig = g.sigmoid(mask);
+    let mut x = if cfg.binarize_mask_from_pts_for_mem_enc {
+        // `mask_for_mem = (pred_masks_high_res > 0).float()`
+        // (`Where(mask > 0, 1, 0)` rather than a bool→float Cast, for TensorRT 8.5)
+        let (zero, one) = (g.scalar(0.0), g.scalar(1.0));
+        let pos = g.greater(mask, &zero);
+        let bin = g.where_(&pos, &one, &zero);
+        let half = g.scalar(0.5);
+        let on = g.greater(binarize, &half);
+        g.where_(&on, &bin, &sig)
+    } else {
+        sig
+    };
+    // `if self.sigmoid_scale_for_mem_enc != 1.0: mask_for_mem = mask_for_mem * scale`
+    if cfg.sigmoid_scale_for_mem_enc != 1.0 {
+        x = g.mul_scalar(&x, cfg.sigmoid_scale_for_mem_enc);
+    }
+    // `if self.sigmoid_bias_for_mem_enc != 0.0: mask_for_mem = mask_for_mem + bias`
+    if cfg.sigmoid_bias_for_mem_enc != 0.0 {
+        x = g.add_scalar(&x, cfg.sigmoid_bias_for_mem_enc);
+    }
+    x
+}
+
 /// `MemoryEncoder.forward(pix_feat, masks, skip_mask_sigmoid=True)["vision_features"]`.
-fn memory_encoder(g: &mut Graph, cfg: &ModelConfig, vb: &Vb, pix_feat: &Value, masks: &Value) -> Result<Value> {
+pub(crate) fn memory_encoder(g: &mut Graph, cfg: &ModelConfig, vb: &Vb, pix_feat: &Value, masks: &Value) -> Result<Value> {
     let me = &cfg.memory_encoder;
     let (c, m) = (cfg.hidden_dim(), cfg.mem_dim());
     // `masks = self.mask_downsampler(masks)`

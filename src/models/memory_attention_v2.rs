@@ -1,0 +1,241 @@
+//! EdgeTAM's `memory_attention.onnx`: `MemoryAttention.forward` with `RoPEAttention`
+//! self-attention and `RoPEAttentionv2` cross-attention (`sam2/modeling/memory_attention.py`,
+//! `sam2/modeling/sam/transformer.py`, `apply_rotary_enc_v2` in `position_encoding.py`).
+//!
+//! * Self-attention: `RoPEAttention` recomputes its table from the sequence length
+//!   (`w = h = sqrt(n)`), so the E×E table is used whatever `feat_sizes` says.
+//! * Cross-attention queries: `freqs_cis_q` of `q_sizes`, which must be the E×E grid
+//!   (upstream asserts the table matches the 4096 queries); same head dim and theta as
+//!   the self-attention, so the same E×E table.
+//! * Cross-attention keys: the memory is `frames × (N1 + N2)` perceiver tokens
+//!   (`rope_k_repeat = num_spatial_mem` = frames). Per frame the first
+//!   `N1 + N2 − kx·ky` tokens (the global latents) are not rotated and the last `kx·ky`
+//!   (the 2D latents) are rotated with the `k_sizes` table (`compute_axial_cis(end_x=kx,
+//!   end_y=ky)`, unscaled positions). Pointer tokens (`num_k_exclude_rope`) are not rotated.
+//!
+//! Inputs and outputs are those of SAM 2's graph (`export/README.md`); `memory` holds
+//! `T = frames · (N1 + N2)` tokens, frame-major, each frame `[global, 2D]`.
+
+use crate::config::ModelConfig;
+use crate::dims;
+use crate::error::{graph_err, Result};
+use crate::models::perceiver::PerceiverDims;
+use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
+use crate::onnx::graph::Graph;
+use crate::onnx::nn::{layer_norm, linear};
+use crate::onnx::proto::DataType;
+use crate::onnx::Value;
+use crate::weights::Vb;
+
+/// `nn.LayerNorm` default eps.
+const LN_EPS: f32 = 1e-5;
+
+struct Dims {
+    d: usize,
+    kv: usize,
+    heads: usize,
+    ff: usize,
+    /// Memory tokens per frame and, of those, the rotated (2D) ones at the end.
+    frame_tokens: usize,
+    rope_tokens: usize,
+}
+
+impl Dims {
+    fn hd(&self) -> usize {
+        self.d / self.heads
+    }
+}
+
+/// Build EdgeTAM's `memory_attention.onnx`.
+pub fn build_memory_attention_v2(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
+    let ma = &cfg.memory_attention;
+    let (c, m, e) = (cfg.hidden_dim(), cfg.mem_dim(), cfg.embed_side());
+    let [kx, ky] = ma
+        .rope_v2_k_sizes
+        .ok_or_else(|| graph_err("edgetam memory_attention: rope_v2_k_sizes (RoPEAttentionv2 k_sizes) not set"))?;
+    let p = cfg.perceiver.as_ref().ok_or_else(|| graph_err("edgetam memory_attention: no perceiver config"))?;
+    let pd = PerceiverDims::new(p, m, e)?;
+    if ma.d_model != c || ma.kv_in_dim != m {
+        return Err(graph_err(format!(
+            "memory_attention: d_model {} / kv_in_dim {} must be hidden dim {c} / memory dim {m}",
+            ma.d_model, ma.kv_in_dim
+        )));
+    }
+    if ma.num_heads == 0 || !c.is_multiple_of(ma.num_heads) || !(c / ma.num_heads).is_multiple_of(4) {
+        return Err(graph_err(format!(
+            "memory_attention: head dim of {c} / {} heads must be a multiple of 4",
+            ma.num_heads
+        )));
+    }
+    if kx * ky == 0 || kx * ky > pd.tokens() {
+        return Err(graph_err(format!(
+            "memory_attention: k_sizes {kx}×{ky} exceed the {} tokens per frame",
+            pd.tokens()
+        )));
+    }
+    let dm = Dims {
+        d: c,
+        kv: m,
+        heads: ma.num_heads,
+        ff: ma.dim_feedforward,
+        frame_tokens: pd.tokens(),
+        rope_tokens: kx * ky,
+    };
+
+    let mut g = Graph::new("memory_attention");
+    g.set_doc("EdgeTAM MemoryAttention.forward (batch-first): RoPEAttention self, RoPEAttentionv2 cross");
+    let (ci, mi, ei) = (c as i64, m as i64, e as i64);
+    let curr = g.input("curr", DataType::Float, dims!["objects", ci, ei, ei]);
+    let curr_pos = g.input("curr_pos", DataType::Float, dims!["objects", ci, ei, ei]);
+    let memory = g.input("memory", DataType::Float, dims!["objects", "mem_tokens", mi]);
+    let memory_pos = g.input("memory_pos", DataType::Float, dims!["objects", "mem_tokens", mi]);
+    let obj_ptrs = g.input("obj_ptrs", DataType::Float, dims!["objects", "ptr_tokens", mi]);
+    let obj_ptrs_pos = g.input("obj_ptrs_pos", DataType::Float, dims!["objects", "ptr_tokens", mi]);
+
+    let hd = c / ma.num_heads;
+    let rope_q = AxialRope::new(hd, e, e, ma.rope_theta).constants(&mut g, "memory_attention");
+    let rope_k = AxialRope::new(hd, kx, ky, ma.rope_theta).constants(&mut g, "memory_attention.k");
+
+    let to_tokens = |g: &mut Graph, x: &Value| {
+        let x = g.reshape(x, &[0, 0, -1]);
+        g.transpose(&x, &[0, 2, 1])
+    };
+    let mut output = to_tokens(&mut g, &curr);
+    // `output = output + 0.1 * curr_pos`
+    if ma.pos_enc_at_input {
+        let cp = to_tokens(&mut g, &curr_pos);
+        let cp = g.mul_scalar(&cp, 0.1);
+        output = g.add(&output, &cp);
+    }
+    // `k = memory + pos` (pos_enc_at_cross_attn_keys), `v = memory`
+    let mem_k = g.add(&memory, &memory_pos);
+    let ptr_k = g.add(&obj_ptrs, &obj_ptrs_pos);
+    let mem = [mem_k, memory, ptr_k, obj_ptrs];
+
+    let vb = vb.pp("memory_attention");
+    for i in 0..ma.num_layers {
+        let lvb = vb.pp("layers").pp(i);
+        output = g.scoped(&format!("memory_attention.layers.{i}"), |g| {
+            layer(g, &lvb, &dm, &output, &mem, &rope_q, &rope_k)
+        })?;
+    }
+    let out = layer_norm(&mut g, &vb.pp("norm"), &output, c, LN_EPS)?;
+    let out = g.transpose(&out, &[0, 2, 1]);
+    let out = g.reshape(&out, &[0, ci, ei, ei]);
+    g.output(&out, "pix_feat_with_mem", DataType::Float, dims!["objects", ci, ei, ei]);
+    Ok(g)
+}
+
+/// `MemoryAttentionLayer.forward`: self-attention, cross-attention, ReLU MLP, each
+/// pre-norm with a residual.
+fn layer(
+    g: &mut Graph,
+    vb: &Vb,
+    dm: &Dims,
+    tgt: &Value,
+    mem: &[Value; 4],
+    rope_q: &RopeConsts,
+    rope_k: &RopeConsts,
+) -> Result<Value> {
+    let d = dm.d;
+    let tgt2 = layer_norm(g, &vb.pp("norm1"), tgt, d, LN_EPS)?;
+    let sa = g.scoped("self_attn", |g| -> Result<Value> {
+        let svb = vb.pp("self_attn");
+        let q = proj(g, &svb.pp("q_proj"), dm, &tgt2, d)?;
+        let k = proj(g, &svb.pp("k_proj"), dm, &tgt2, d)?;
+        let v = proj(g, &svb.pp("v_proj"), dm, &tgt2, d)?;
+        let q = apply_rotary(g, &q, rope_q);
+        let k = apply_rotary(g, &k, rope_q);
+        attend(g, &svb, dm, &q, &k, &v)
+    })?;
+    let tgt = g.add(tgt, &sa);
+
+    let tgt2 = layer_norm(g, &vb.pp("norm2"), &tgt, d, LN_EPS)?;
+    let ca = g.scoped("cross_attn_image", |g| {
+        cross_attention(g, &vb.pp("cross_attn_image"), dm, &tgt2, mem, rope_q, rope_k)
+    })?;
+    let tgt = g.add(&tgt, &ca);
+
+    let tgt2 = layer_norm(g, &vb.pp("norm3"), &tgt, d, LN_EPS)?;
+    let h = linear(g, &vb.pp("linear1"), &tgt2, d, dm.ff, true)?;
+    let h = g.relu(&h);
+    let h = linear(g, &vb.pp("linear2"), &h, dm.ff, d, true)?;
+    Ok(g.add(&tgt, &h))
+}
+
+/// A Linear projection to `d`, split into heads: `[B, n, d] -> [B, heads, n, d/heads]`.
+fn proj(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, in_dim: usize) -> Result<Value> {
+    let y = linear(g, vb, x, in_dim, dm.d, true)?;
+    let y = g.reshape(&y, &[0, 0, dm.heads as i64, dm.hd() as i64]);
+    Ok(g.transpose(&y, &[0, 2, 1, 3]))
+}
+
+/// Scaled dot-product attention on heads, `_recombine_heads`, `out_proj`.
+fn attend(g: &mut Graph, vb: &Vb, dm: &Dims, q: &Value, k: &Value, v: &Value) -> Result<Value> {
+    let kt = g.transpose(k, &[0, 1, 3, 2]);
+    let s = g.matmul(q, &kt);
+    let s = g.mul_scalar(&s, 1.0 / (dm.hd() as f32).sqrt());
+    let p = g.softmax(&s, -1);
+    let o = g.matmul(&p, v);
+    let o = g.transpose(&o, &[0, 2, 1, 3]);
+    let o = g.reshape(&o, &[0, 0, dm.d as i64]);
+    linear(g, &vb.pp("out_proj"), &o, dm.d, dm.d, true)
+}
+
+/// `RoPEAttentionv2.forward(q, k=memory + pos, v=memory, num_k_exclude_rope=P,
+/// rope_k_repeat=frames)`.
+fn cross_attention(
+    g: &mut Graph,
+    vb: &Vb,
+    dm: &Dims,
+    x: &Value,
+    mem: &[Value; 4],
+    rope_q: &RopeConsts,
+    rope_k: &RopeConsts,
+) -> Result<Value> {
+    let [mem_k, mem_v, ptr_k, ptr_v] = mem;
+    let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
+    // `q = apply_rotary_enc_v2(q, freqs_cis_q, repeat_freqs=1)`
+    let q = apply_rotary(g, &q, rope_q);
+    // k_proj / v_proj act row-wise: the spatial and pointer parts are projected apart
+    let k_mem = proj(g, &vb.pp("k_proj"), dm, mem_k, dm.kv)?;
+    let v_mem = proj(g, &vb.pp("v_proj"), dm, mem_v, dm.kv)?;
+    let k_ptr = proj(g, &vb.pp("k_proj"), dm, ptr_k, dm.kv)?;
+    let v_ptr = proj(g, &vb.pp("v_proj"), dm, ptr_v, dm.kv)?;
+    // `x.view(B, h, frames, n, c)`: per frame, tokens [0, n − R) unrotated, [n − R, n) rotated
+    let (n, r, hd) = (dm.frame_tokens as i64, dm.rope_tokens as i64, dm.hd() as i64);
+    let k_mem = if n == r {
+        apply_rotary(g, &k_mem, rope_k)
+    } else {
+        let kf = g.reshape(&k_mem, &[0, 0, -1, n, hd]);
+        let parts = g.split(&kf, &[n - r, r], 3);
+        let rot = apply_rotary(g, &parts[1], rope_k);
+        let rot = g.reshape(&rot, &[0, 0, -1, r, hd]);
+        // `torch.cat((x_no_rope, x_out), dim=3).view(B, N_heads, N_tokens, C_per_head)`
+        let kf = g.concat(&[&parts[0], &rot], 3);
+        g.reshape(&kf, &[0, 0, -1, hd])
+    };
+    let k = g.concat(&[&k_mem, &k_ptr], 2);
+    let v = g.concat(&[&v_mem, &v_ptr], 2);
+    attend(g, vb, dm, &q, &k, &v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::{RandomWeights, Weights};
+
+    #[test]
+    fn builds_for_edgetam() {
+        let cfg = ModelConfig::edgetam();
+        let w = Weights::new(Box::new(RandomWeights { seed: 0 }));
+        let g = build_memory_attention_v2(&cfg, &w.root()).unwrap();
+        let model = g.into_model("test", vec![]);
+        let dims_of = |n: &str| model.graph.initializers.iter().find(|t| t.name == n).unwrap().dims.clone();
+        assert_eq!(dims_of("memory_attention.rope_cos"), vec![4096, 128, 1]);
+        assert_eq!(dims_of("memory_attention.k.rope_cos"), vec![256, 128, 1]);
+        let names: Vec<&str> = model.graph.initializers.iter().map(|t| t.name.as_str()).collect();
+        assert!(names.contains(&"memory_attention.layers.1.cross_attn_image.k_proj.weight^T"));
+        assert!(!names.iter().any(|n| n.contains("layers.2.")));
+    }
+}
