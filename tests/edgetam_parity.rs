@@ -3,7 +3,7 @@
 //! the reduced config and golden inputs / outputs per case, written by
 //! `tests/fixtures/gen/gen_edgetam.py` (see `tests/fixtures/gen/README.md`, EdgeTAM
 //! section). Each test exports the checkpoint with tamrt and runs the graph on ONNX
-//! Runtime (CPU, fp32); tolerance `parity::TOLERANCE` per object per output.
+//! Runtime (CPU, fp32); tolerance `parity::TOLERANCE` per output tensor.
 //!
 //! Also: a SAM 2.1 checkpoint exported as EdgeTAM (and the reverse) fails with a message
 //! naming the model the checkpoint looks like.

@@ -4,7 +4,7 @@
 //! `tests/fixtures/gen/README.md`). Each test exports the checkpoint with tamrt and runs
 //! the graph on ONNX Runtime (CPU, fp32).
 //!
-//! Tolerance: `parity::TOLERANCE` (max|out − ref| / max|ref| ≤ 1e-4 per object per output),
+//! Tolerance: `parity::TOLERANCE` (max|out − ref| / max|ref| ≤ 1e-4 per output tensor),
 //! the bound the project sets for fp32 parity; see its doc for why it is tight enough.
 
 use std::path::{Path, PathBuf};
