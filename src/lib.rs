@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod export;
 pub mod info;
 pub mod manifest;

@@ -70,6 +70,35 @@ enum Cmd {
         #[arg(long)]
         model_dir: Option<PathBuf>,
     },
+    /// Score predicted masks against ground truth: J, F and J&F as the official SA-V
+    /// (sav_evaluator.py) and DAVIS 2017 semi-supervised evaluators compute them.
+    Eval {
+        /// Folder of predicted masks, laid out like --gt.
+        #[arg(long)]
+        pred: PathBuf,
+        /// Ground truth: SA-V {video}/{obj_id}/{frame}.png or DAVIS {video}/{frame}.png.
+        #[arg(long)]
+        gt: PathBuf,
+        /// Layout and evaluator to follow (default: detected from --gt).
+        #[arg(long, value_parser = ["sav", "davis"])]
+        format: Option<String>,
+        /// Also score the first and last annotated frames (skipped by default, as officially).
+        #[arg(long)]
+        keep_first_last: bool,
+        /// Write the scores as JSON (percent).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the scores as CSV: one row per object and a global row (percent).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Fail on a missing prediction (or a prediction video without ground truth)
+        /// instead of scoring the frame 0.
+        #[arg(long)]
+        strict: bool,
+        /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// Print a model config as JSON.
     Config {
         /// Model name.
@@ -161,6 +190,12 @@ fn main() -> Result<()> {
         Cmd::Info { model_dir } => {
             print!("{}", tamrt::info::report(model_dir.as_deref()));
         }
+        Cmd::Eval { pred, gt, format, keep_first_last, json, csv, strict, threads } => {
+            let mut opts = tamrt::eval::EvalOptions::new(pred, gt);
+            opts.format = format.as_deref().map(tamrt::eval::Format::from_name).transpose()?;
+            (opts.keep_first_last, opts.strict, opts.threads) = (keep_first_last, strict, threads);
+            run_eval(&opts, json.as_deref(), csv.as_deref())?;
+        }
         Cmd::Config { model, list } => {
             if list {
                 for n in tamrt::config::MODEL_NAMES {
@@ -172,6 +207,24 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&cfg)?);
             }
         }
+    }
+    Ok(())
+}
+
+fn run_eval(
+    opts: &tamrt::eval::EvalOptions,
+    json: Option<&std::path::Path>,
+    csv: Option<&std::path::Path>,
+) -> Result<()> {
+    let t = std::time::Instant::now();
+    let report = tamrt::eval::evaluate(opts).context("evaluation failed")?;
+    print!("{}", tamrt::eval::text_tables(&report));
+    println!("({} format, {:.2} s)", report.format.name(), t.elapsed().as_secs_f64());
+    if let Some(p) = json {
+        tamrt::eval::write_atomic(p, tamrt::eval::json_string(&report).as_bytes())?;
+    }
+    if let Some(p) = csv {
+        tamrt::eval::write_atomic(p, tamrt::eval::csv_string(&report).as_bytes())?;
     }
     Ok(())
 }
