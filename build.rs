@@ -31,8 +31,12 @@ fn tensorrt_include_dirs() -> Vec<PathBuf> {
     if let Some(root) = env_path("TENSORRT_ROOT") {
         v.push(root.join("include"));
     }
-    for d in ["/usr/include/aarch64-linux-gnu", "/usr/include/x86_64-linux-gnu", "/usr/local/TensorRT/include", "/usr/include"]
-    {
+    for d in [
+        "/usr/include/aarch64-linux-gnu",
+        "/usr/include/x86_64-linux-gnu",
+        "/usr/local/TensorRT/include",
+        "/usr/include",
+    ] {
         v.push(PathBuf::from(d));
     }
     v
@@ -152,8 +156,13 @@ struct BuildOptions {
     keep_norms_fp32: i32,
     timing_cache: *const std::ffi::c_char,
 }
-type FnBuild =
-    unsafe extern "C" fn(*const std::ffi::c_char, *const std::ffi::c_char, *const ProfileDims, i32, *const BuildOptions) -> i32;
+type FnBuild = unsafe extern "C" fn(
+    *const std::ffi::c_char,
+    *const std::ffi::c_char,
+    *const ProfileDims,
+    i32,
+    *const BuildOptions,
+) -> i32;
 
 fn sha256_hex(path: &Path) -> Result<String, String> {
     use sha2::{Digest, Sha256};
@@ -165,8 +174,8 @@ fn sha256_hex(path: &Path) -> Result<String, String> {
 /// precision in `TAMRT_ENGINE_PRECISION` (fp16 by default) and the CLI's defaults
 /// (workspace 1024 MB, default optimization level).
 fn build_model_engines(lib: &Path) -> Result<(), String> {
-    use std::ffi::{CStr, CString};
     use engine_cache::{engine_file_name, staleness, write_stamp, EngineStamp, Precision, Target};
+    use std::ffi::{CStr, CString};
     let precision = Precision::parse(&std::env::var("TAMRT_ENGINE_PRECISION").unwrap_or_else(|_| "fp16".into()))
         .map_err(|e| e.to_string())?;
     // SAFETY: the shim was just compiled from src/trt/shim.cpp; symbols match shim.h.
@@ -187,7 +196,9 @@ fn build_model_engines(lib: &Path) -> Result<(), String> {
             trt_version: ((v / 10000) as u32, ((v / 100) % 100) as u32, (v % 100) as u32),
             compute_capability: (ma as u32, mi as u32),
             gpu_name: CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned(),
-            l4t_release: std::fs::read_to_string("/etc/nv_tegra_release").ok().and_then(|t| engine_cache::parse_nv_tegra_release(&t)),
+            l4t_release: std::fs::read_to_string("/etc/nv_tegra_release")
+                .ok()
+                .and_then(|t| engine_cache::parse_nv_tegra_release(&t)),
         };
         let (precision, _) = precision.effective(target.trt_version.0);
         for entry in std::fs::read_dir("models").map_err(|e| format!("models/: {e}"))? {
@@ -195,7 +206,8 @@ fn build_model_engines(lib: &Path) -> Result<(), String> {
             let manifest = dir.join("model.json");
             let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
             println!("cargo:rerun-if-changed={}", manifest.display());
-            let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+            let m: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
             let graphs = m["graphs"].as_object().ok_or(format!("{}: no graphs", manifest.display()))?;
             for (gname, g) in graphs {
                 let onnx = dir.join(g["file"].as_str().unwrap_or_default());
@@ -211,8 +223,10 @@ fn build_model_engines(lib: &Path) -> Result<(), String> {
                 let engine = dir.join(engine_file_name(gname, precision, &target));
                 let Some(reason) = staleness(&engine, &stamp) else { continue };
                 println!("cargo:warning=building {} ({reason})", engine.display());
-                let names: Vec<CString> =
-                    profiles.iter().map(|p| CString::new(p["name"].as_str().unwrap_or_default()).unwrap_or_default()).collect();
+                let names: Vec<CString> = profiles
+                    .iter()
+                    .map(|p| CString::new(p["name"].as_str().unwrap_or_default()).unwrap_or_default())
+                    .collect();
                 let dims: Vec<ProfileDims> = profiles
                     .iter()
                     .zip(&names)
@@ -242,7 +256,11 @@ fn build_model_engines(lib: &Path) -> Result<(), String> {
                 let o = CString::new(onnx.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
                 let e = CString::new(engine.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
                 if build(o.as_ptr(), e.as_ptr(), dims.as_ptr(), dims.len() as i32, &opts) != 0 {
-                    println!("cargo:warning=engine build failed for {}: {} (that component will run on ONNX Runtime)", onnx.display(), CStr::from_ptr(last()).to_string_lossy());
+                    println!(
+                        "cargo:warning=engine build failed for {}: {} (that component will run on ONNX Runtime)",
+                        onnx.display(),
+                        CStr::from_ptr(last()).to_string_lossy()
+                    );
                     continue;
                 }
                 write_stamp(&engine, &stamp).map_err(|e| e.to_string())?;

@@ -349,7 +349,10 @@ impl SamHeadsConfig {
 }
 
 fn unknown_model(name: &str) -> Error {
-    Error::new(ErrorKind::Config, format!("unknown model '{name}'; known models: {}, {EDGETAM}", MODEL_NAMES.join(", ")))
+    Error::new(
+        ErrorKind::Config,
+        format!("unknown model '{name}'; known models: {}, {EDGETAM}", MODEL_NAMES.join(", ")),
+    )
 }
 
 #[cfg(test)]

@@ -255,7 +255,10 @@ fn export_into(
         drop(data);
         let errs = trt_ops::check_model(&c.file_name(), &summary);
         if !errs.is_empty() {
-            return Err(Error::new(ErrorKind::Graph, format!("graph violates the TensorRT 8.5 rules: {}", errs.join("; "))));
+            return Err(Error::new(
+                ErrorKind::Graph,
+                format!("graph violates the TensorRT 8.5 rules: {}", errs.join("; ")),
+            ));
         }
         tracing::info!(graph = c.name(), nodes = spec.nodes, mb = bytes as f64 / 1e6, "wrote graph");
         out.push((c.file_name(), spec.nodes, bytes));

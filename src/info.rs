@@ -57,7 +57,8 @@ pub fn report(model_dir: Option<&Path>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "tamrt {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(s, "CUDA:          {}", cuda_summary());
-    let l4t = std::fs::read_to_string("/etc/nv_tegra_release").ok().and_then(|t| engine_cache::parse_nv_tegra_release(&t));
+    let l4t =
+        std::fs::read_to_string("/etc/nv_tegra_release").ok().and_then(|t| engine_cache::parse_nv_tegra_release(&t));
     match &l4t {
         Some(r) => {
             let jp = engine_cache::jetpack_for_l4t(r).unwrap_or("unknown JetPack");

@@ -84,9 +84,16 @@ impl From<&InlineTensor> for TensorF32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightOrigin {
-    Checkpoint { file: String, bytes: u64, sha256: String },
+    Checkpoint {
+        file: String,
+        bytes: u64,
+        sha256: String,
+    },
     /// Seeded random weights: graphs are valid for timing and demos only.
-    RandomWeights { seed: u64, note: String },
+    RandomWeights {
+        seed: u64,
+        note: String,
+    },
 }
 
 /// The content of `model.json`.
@@ -158,9 +165,8 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, "cannot read model manifest", e))?;
-        let probe: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::new(ErrorKind::InvalidInput, format!("'{}' is not valid JSON: {e}", path.display()))
-        })?;
+        let probe: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("'{}' is not valid JSON: {e}", path.display())))?;
         let fv = probe.get("format_version").and_then(|v| v.as_u64());
         if fv != Some(crate::FORMAT_VERSION as u64) {
             let by = probe.get("tamrt_version").and_then(|v| v.as_str()).unwrap_or("unknown");

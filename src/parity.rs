@@ -52,11 +52,13 @@ pub fn relative_error(out: &TensorF32, reference: &TensorF32) -> Result<(f32, f3
         ));
     }
     let max_ref = reference.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let max_diff = out
-        .data
-        .iter()
-        .zip(&reference.data)
-        .fold(0f32, |m, (a, b)| if a.is_nan() || b.is_nan() { f32::INFINITY } else { m.max((a - b).abs()) });
+    let max_diff = out.data.iter().zip(&reference.data).fold(0f32, |m, (a, b)| {
+        if a.is_nan() || b.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max((a - b).abs())
+        }
+    });
     Ok((if max_ref > 0.0 { max_diff / max_ref } else { max_diff }, max_ref))
 }
 
@@ -80,8 +82,8 @@ pub fn check_component(session: &mut dyn ComponentSession, cases: &[PathBuf]) ->
         let mut compared = 0;
         for (oname, out) in &outputs {
             if let Some((_, reference)) = tensors.iter().find(|(n, _)| n == oname) {
-                let (rel_err, max_ref) =
-                    relative_error(out, reference).map_err(|e| e.context(format!("case '{name}', output '{oname}'")))?;
+                let (rel_err, max_ref) = relative_error(out, reference)
+                    .map_err(|e| e.context(format!("case '{name}', output '{oname}'")))?;
                 res.push(OutputError { case: name.clone(), output: oname.clone(), rel_err, max_ref });
                 compared += 1;
             }
@@ -115,20 +117,18 @@ pub const TOLERANCE: f32 = 1e-4;
 /// with its `config.json` into `out_dir`, then compare every component on its cases.
 /// Returns per-component results (missing case files → empty list).
 #[cfg(feature = "ort")]
-pub fn run_fixture_dir(
-    fixtures: &Path,
-    out_dir: &Path,
-    threads: usize,
-) -> Result<Vec<(Component, Vec<OutputError>)>> {
+pub fn run_fixture_dir(fixtures: &Path, out_dir: &Path, threads: usize) -> Result<Vec<(Component, Vec<OutputError>)>> {
     use crate::backend::Backend;
     let cfg = crate::config::ModelConfig::from_json_file(&fixtures.join("config.json"))?;
-    let ck = ["checkpoint.pt", "checkpoint.safetensors"]
-        .iter()
-        .map(|f| fixtures.join(f))
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            Error::new(ErrorKind::InvalidInput, format!("'{}' has no checkpoint.pt or checkpoint.safetensors", fixtures.display()))
-        })?;
+    let ck =
+        ["checkpoint.pt", "checkpoint.safetensors"].iter().map(|f| fixtures.join(f)).find(|p| p.exists()).ok_or_else(
+            || {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("'{}' has no checkpoint.pt or checkpoint.safetensors", fixtures.display()),
+                )
+            },
+        )?;
     let comps: Vec<Component> = Component::ALL
         .iter()
         .copied()

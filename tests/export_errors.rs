@@ -51,8 +51,13 @@ fn checkpoint_of_a_bigger_model_reports_tensor_and_shapes() {
     let out = tempdir("shape");
     std::fs::write(out.join("keep.txt"), b"user file").unwrap();
     let cfg = ModelConfig::builtin("sam2.1_hiera_t").unwrap();
-    let e = export_model(&cfg, WeightsFrom::Checkpoint(fixtures("sam2.1_tiny").join("checkpoint.pt")), &out, &Component::ALL)
-        .unwrap_err();
+    let e = export_model(
+        &cfg,
+        WeightsFrom::Checkpoint(fixtures("sam2.1_tiny").join("checkpoint.pt")),
+        &out,
+        &Component::ALL,
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TensorShape, "{e}");
     let msg = e.to_string();
     assert!(msg.contains("checkpoint.pt") && msg.contains("has shape [") && msg.contains("expects ["), "{msg}");
@@ -64,8 +69,9 @@ fn checkpoint_of_a_bigger_model_reports_tensor_and_shapes() {
 fn sam2_checkpoint_as_sam21_names_the_missing_tensor() {
     let out = tempdir("missing");
     let cfg = ModelConfig::from_json_file(&fixtures("sam2.1_tiny").join("config.json")).unwrap();
-    let e = export_model(&cfg, WeightsFrom::Checkpoint(fixtures("sam2_tiny").join("checkpoint.pt")), &out, &Component::ALL)
-        .unwrap_err();
+    let e =
+        export_model(&cfg, WeightsFrom::Checkpoint(fixtures("sam2_tiny").join("checkpoint.pt")), &out, &Component::ALL)
+            .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MissingTensor, "{e}");
     assert!(e.to_string().contains("no_obj_embed_spatial"), "{e}");
     assert!(listing(&out).is_empty());
@@ -75,8 +81,13 @@ fn sam2_checkpoint_as_sam21_names_the_missing_tensor() {
 fn sam21_checkpoint_as_sam2_names_the_unexpected_tensor() {
     let out = tempdir("unexpected");
     let cfg = ModelConfig::from_json_file(&fixtures("sam2_tiny").join("config.json")).unwrap();
-    let e = export_model(&cfg, WeightsFrom::Checkpoint(fixtures("sam2.1_tiny").join("checkpoint.pt")), &out, &Component::ALL)
-        .unwrap_err();
+    let e = export_model(
+        &cfg,
+        WeightsFrom::Checkpoint(fixtures("sam2.1_tiny").join("checkpoint.pt")),
+        &out,
+        &Component::ALL,
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnexpectedTensor, "{e}");
     let msg = e.to_string();
     assert!(msg.contains("does not use") && msg.contains("first: '"), "{msg}");

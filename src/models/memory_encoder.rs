@@ -105,7 +105,13 @@ pub(crate) fn mask_for_mem(g: &mut Graph, cfg: &ModelConfig, mask: &Value, binar
 }
 
 /// `MemoryEncoder.forward(pix_feat, masks, skip_mask_sigmoid=True)["vision_features"]`.
-pub(crate) fn memory_encoder(g: &mut Graph, cfg: &ModelConfig, vb: &Vb, pix_feat: &Value, masks: &Value) -> Result<Value> {
+pub(crate) fn memory_encoder(
+    g: &mut Graph,
+    cfg: &ModelConfig,
+    vb: &Vb,
+    pix_feat: &Value,
+    masks: &Value,
+) -> Result<Value> {
     let me = &cfg.memory_encoder;
     let (c, m) = (cfg.hidden_dim(), cfg.mem_dim());
     // `masks = self.mask_downsampler(masks)`

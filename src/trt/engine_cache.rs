@@ -114,12 +114,10 @@ pub fn staleness(engine: &Path, want: &EngineStamp) -> Option<String> {
         return Some("the graph changed".into());
     }
     if have.target.trt_version != want.target.trt_version {
-        return Some(format!(
-            "built by TensorRT {:?}, this is {:?}",
-            have.target.trt_version, want.target.trt_version
-        ));
+        return Some(format!("built by TensorRT {:?}, this is {:?}", have.target.trt_version, want.target.trt_version));
     }
-    if have.target.compute_capability != want.target.compute_capability || have.target.gpu_name != want.target.gpu_name {
+    if have.target.compute_capability != want.target.compute_capability || have.target.gpu_name != want.target.gpu_name
+    {
         return Some(format!("built for GPU '{}', this is '{}'", have.target.gpu_name, want.target.gpu_name));
     }
     if have.target.l4t_release != want.target.l4t_release {

@@ -214,14 +214,17 @@ impl Shim {
         let cstr = |p: &Path| CString::new(p.to_string_lossy().as_bytes()).map_err(|_| unavailable("path has NUL"));
         let (onnx_c, engine_c) = (cstr(onnx)?, cstr(engine)?);
         let cache_c = timing_cache.map(cstr).transpose()?;
-        let names: Vec<CString> =
-            profiles.iter().map(|p| CString::new(p.name.as_bytes()).map_err(|_| unavailable("name has NUL"))).collect::<Result<_>>()?;
+        let names: Vec<CString> = profiles
+            .iter()
+            .map(|p| CString::new(p.name.as_bytes()).map_err(|_| unavailable("name has NUL")))
+            .collect::<Result<_>>()?;
         let mut dims = Vec::new();
         for (p, n) in profiles.iter().zip(&names) {
             if p.min.len() > 8 {
                 return Err(unavailable(format!("input '{}' has rank {} > 8", p.name, p.min.len())));
             }
-            let mut d = ProfileDims { name: n.as_ptr(), nb_dims: p.min.len() as i32, min: [0; 8], opt: [0; 8], max: [0; 8] };
+            let mut d =
+                ProfileDims { name: n.as_ptr(), nb_dims: p.min.len() as i32, min: [0; 8], opt: [0; 8], max: [0; 8] };
             d.min[..p.min.len()].copy_from_slice(&p.min);
             d.opt[..p.opt.len()].copy_from_slice(&p.opt);
             d.max[..p.max.len()].copy_from_slice(&p.max);

@@ -44,9 +44,15 @@ pub struct BuildRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineOutcome {
     UpToDate(PathBuf),
-    Built { path: PathBuf, reason: String, note: Option<String> },
+    Built {
+        path: PathBuf,
+        reason: String,
+        note: Option<String>,
+    },
     /// The component will run on ONNX Runtime; the reason says why.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// Build (or reuse) one engine per graph of `model_dir`.
@@ -124,9 +130,10 @@ pub fn parity_self_check(
     let b = ort.run(inputs)?;
     let mut worst = 0f32;
     for (name, ref_t) in &b {
-        let got = a.iter().find(|(n, _)| n == name).ok_or_else(|| {
-            Error::new(ErrorKind::Backend, format!("engine has no output '{name}'"))
-        })?;
+        let got = a
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| Error::new(ErrorKind::Backend, format!("engine has no output '{name}'")))?;
         let (e, _) = crate::parity::relative_error(&got.1, ref_t)?;
         worst = worst.max(e);
     }

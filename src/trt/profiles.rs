@@ -58,7 +58,9 @@ pub fn axis_range(axis: &str, cfg: &ModelConfig, r: &ProfileRanges) -> Result<(i
         other => {
             return Err(Error::new(
                 ErrorKind::Graph,
-                format!("dynamic axis '{other}' has no TensorRT profile range (known: objects, points, mem_tokens, ptr_tokens)"),
+                format!(
+                "dynamic axis '{other}' has no TensorRT profile range (known: objects, points, mem_tokens, ptr_tokens)"
+            ),
             ))
         }
     })
@@ -79,7 +81,8 @@ pub fn graph_profiles(spec: &GraphSpec, cfg: &ModelConfig, r: &ProfileRanges) ->
                 max.push(n);
             } else {
                 let axis = d.as_str().unwrap_or("?");
-                let (a, b, c) = axis_range(axis, cfg, r).map_err(|e| e.context(format!("{} input '{}'", spec.file, input.name)))?;
+                let (a, b, c) =
+                    axis_range(axis, cfg, r).map_err(|e| e.context(format!("{} input '{}'", spec.file, input.name)))?;
                 min.push(a);
                 opt.push(b);
                 max.push(c);
@@ -106,9 +109,21 @@ mod tests {
         let spec = GraphSpec {
             file: "memory_attention.onnx".into(),
             inputs: vec![
-                IoSpec { name: "curr".into(), dtype: "float32".into(), shape: vec!["objects".into(), 256.into(), 64.into(), 64.into()] },
-                IoSpec { name: "memory".into(), dtype: "float32".into(), shape: vec!["objects".into(), "mem_tokens".into(), 64.into()] },
-                IoSpec { name: "obj_ptrs".into(), dtype: "float32".into(), shape: vec!["objects".into(), "ptr_tokens".into(), 64.into()] },
+                IoSpec {
+                    name: "curr".into(),
+                    dtype: "float32".into(),
+                    shape: vec!["objects".into(), 256.into(), 64.into(), 64.into()],
+                },
+                IoSpec {
+                    name: "memory".into(),
+                    dtype: "float32".into(),
+                    shape: vec!["objects".into(), "mem_tokens".into(), 64.into()],
+                },
+                IoSpec {
+                    name: "obj_ptrs".into(),
+                    dtype: "float32".into(),
+                    shape: vec!["objects".into(), "ptr_tokens".into(), 64.into()],
+                },
             ],
             outputs: vec![],
             nodes: 0,

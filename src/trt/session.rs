@@ -43,7 +43,6 @@ impl TrtSession {
     pub fn activation_bytes(&self) -> i64 {
         self.engine.device_memory()
     }
-
 }
 
 /// The buffer for `name`, (re)allocated only when it must grow.
@@ -64,9 +63,10 @@ fn buffer<'a>(
 impl ComponentSession for TrtSession {
     fn run(&mut self, inputs: &[(&str, &TensorF32)]) -> Result<Vec<(String, TensorF32)>> {
         for name in self.inputs.clone() {
-            let (_, t) = inputs.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-                Error::new(ErrorKind::Backend, format!("engine input '{name}' not given"))
-            })?;
+            let (_, t) = inputs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| Error::new(ErrorKind::Backend, format!("engine input '{name}' not given")))?;
             let dims: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
             self.ctx.set_input_shape(&name, &dims)?;
             let stream = self.stream.clone();
