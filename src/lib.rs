@@ -3,6 +3,7 @@
 //! Data flows one way: checkpoint ([`checkpoint`]) → graphs ([`models`], [`export`]) →
 //! engines / sessions ([`backend`]) → tracker → metrics.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod manifest;
 pub mod models;
 pub mod onnx;
 pub mod parity;
+pub mod tracker;
 pub mod trt;
 pub mod weights;
 

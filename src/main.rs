@@ -15,6 +15,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would only add noise
 enum Cmd {
     /// Export a checkpoint (or seeded random weights) to ONNX graphs + model.json.
     Export {
@@ -50,6 +51,11 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Track objects through a folder of frames from prompts (points, boxes, masks).
+    Track(TrackArgs),
+    /// Benchmark models on a video dataset (speed, memory, J&F); subcommands merge,
+    /// compare, report, make-dataset.
+    Bench(tamrt::bench::cli::BenchCommand),
     /// Build TensorRT engines for an exported model (one per graph; up-to-date ones are kept).
     BuildEngines {
         #[arg(long)]
@@ -69,6 +75,15 @@ enum Cmd {
     Info {
         #[arg(long)]
         model_dir: Option<PathBuf>,
+    },
+    /// Print a model config as JSON.
+    Config {
+        /// Model name.
+        #[arg(long)]
+        model: Option<String>,
+        /// List the known model names.
+        #[arg(long)]
+        list: bool,
     },
     /// Score predicted masks against ground truth: J, F and J&F as the official SA-V
     /// (sav_evaluator.py) and DAVIS 2017 semi-supervised evaluators compute them.
@@ -98,15 +113,6 @@ enum Cmd {
         /// Worker threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
-    },
-    /// Print a model config as JSON.
-    Config {
-        /// Model name.
-        #[arg(long)]
-        model: Option<String>,
-        /// List the known model names.
-        #[arg(long)]
-        list: bool,
     },
 }
 
@@ -154,8 +160,15 @@ fn main() -> Result<()> {
                 println!("=> {} worst rel_err {worst:.3e}\n", c.name());
                 worst_all = worst_all.max(worst);
             }
-            if !(worst_all <= tamrt::parity::TOLERANCE) {
+            if worst_all.is_nan() || worst_all > tamrt::parity::TOLERANCE {
                 bail!("worst relative error {worst_all:.3e} exceeds {:.0e}", tamrt::parity::TOLERANCE);
+            }
+        }
+        Cmd::Track(args) => run_track(args)?,
+        Cmd::Bench(args) => {
+            let code = tamrt::bench::cli::run(args)?;
+            if code != 0 {
+                std::process::exit(code);
             }
         }
         Cmd::BuildEngines { model_dir, precision, workspace, opt_level } => {
@@ -190,12 +203,6 @@ fn main() -> Result<()> {
         Cmd::Info { model_dir } => {
             print!("{}", tamrt::info::report(model_dir.as_deref()));
         }
-        Cmd::Eval { pred, gt, format, keep_first_last, json, csv, strict, threads } => {
-            let mut opts = tamrt::eval::EvalOptions::new(pred, gt);
-            opts.format = format.as_deref().map(tamrt::eval::Format::from_name).transpose()?;
-            (opts.keep_first_last, opts.strict, opts.threads) = (keep_first_last, strict, threads);
-            run_eval(&opts, json.as_deref(), csv.as_deref())?;
-        }
         Cmd::Config { model, list } => {
             if list {
                 for n in tamrt::config::MODEL_NAMES {
@@ -207,7 +214,90 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&cfg)?);
             }
         }
+        Cmd::Eval { pred, gt, format, keep_first_last, json, csv, strict, threads } => {
+            let mut opts = tamrt::eval::EvalOptions::new(pred, gt);
+            opts.format = format.as_deref().map(tamrt::eval::Format::from_name).transpose()?;
+            (opts.keep_first_last, opts.strict, opts.threads) = (keep_first_last, strict, threads);
+            run_eval(&opts, json.as_deref(), csv.as_deref())?;
+        }
     }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct TrackArgs {
+    /// Exported model directory (`tamrt export --out DIR`).
+    #[arg(long)]
+    model_dir: PathBuf,
+    /// Folder of JPEG/PNG frames (sorted numerically when every name is a number).
+    #[arg(long)]
+    frames: PathBuf,
+    /// Prompts JSON: {"prompts": [{"frame", "obj_id", "points"+"labels" | "box" | "mask"}]}.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Output folder: OUT/<obj_id:03>/<frame>.png (0/1 palette PNG).
+    #[arg(long)]
+    out: PathBuf,
+    /// auto | ort | trt.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// fp32 | fp16 | bf16 (reduced precision needs the TensorRT backend).
+    #[arg(long, default_value = "fp32")]
+    precision: String,
+    /// Track backwards from the last prompted frame.
+    #[arg(long)]
+    reverse: bool,
+    /// Frame to start tracking from (default: first prompted frame; last with --reverse).
+    #[arg(long)]
+    start_frame: Option<usize>,
+    /// At most this many decoded frames held at once.
+    #[arg(long, default_value_t = 600)]
+    max_frames_in_mem: usize,
+    /// Also write OUT/logits/<obj_id:03>/<frame>.npy (float32 [H, W] logits).
+    #[arg(long)]
+    save_logits: bool,
+    /// Fill background holes up to this area in the low-res masks (0 disables; upstream 8).
+    #[arg(long, default_value_t = 8)]
+    fill_hole_area: usize,
+    /// ONNX Runtime intra-op threads (0 = its default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn run_track(a: TrackArgs) -> Result<()> {
+    match a.backend.as_str() {
+        "auto" | "ort" => {}
+        "trt" | "tensorrt" => bail!("TensorRT backend not available in this build (use --backend ort or auto)"),
+        other => bail!("unknown backend '{other}' (auto, ort, trt)"),
+    }
+    match a.precision.as_str() {
+        "fp32" => {}
+        "fp16" | "bf16" => bail!(
+            "--precision {} needs the TensorRT backend, which is not available in this build; ONNX Runtime runs the fp32 graphs (use --precision fp32)",
+            a.precision
+        ),
+        other => bail!("unknown precision '{other}' (fp32, fp16, bf16)"),
+    }
+    if a.max_frames_in_mem == 0 {
+        bail!("--max-frames-in-mem must be at least 1");
+    }
+    let backend = tamrt::backend::ort::OrtBackend { threads: a.threads };
+    let job = tamrt::tracker::TrackJob {
+        model_dir: a.model_dir,
+        frames: a.frames,
+        prompts: a.prompts,
+        out: a.out,
+        reverse: a.reverse,
+        start_frame: a.start_frame,
+        save_logits: a.save_logits,
+        options: tamrt::tracker::TrackerOptions {
+            fill_hole_area: a.fill_hole_area,
+            max_frames_in_mem: a.max_frames_in_mem,
+            ..Default::default()
+        },
+    };
+    let summary = tamrt::tracker::run_track_job(&job, &backend)?;
+    println!("{}", summary.text());
     Ok(())
 }
 

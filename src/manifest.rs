@@ -118,6 +118,11 @@ pub fn runtime_tensor_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         ("no_mem_embed".to_string(), vec![1, 1, c]),
         ("no_mem_pos_enc".to_string(), vec![1, 1, c]),
     ];
+    if cfg.sam.pred_obj_scores && cfg.use_obj_ptrs_in_encoder {
+        // `self.no_obj_ptr = torch.nn.Parameter(torch.zeros(1, self.hidden_dim))` (used
+        // outside the graphs when an empty mask prompt skips the decoder)
+        v.push(("no_obj_ptr".into(), vec![1, c]));
+    }
     if cfg.use_obj_ptrs_in_encoder {
         // `self.mask_downsample = torch.nn.Conv2d(1, 1, kernel_size=4, stride=4)`
         v.push(("mask_downsample.weight".into(), vec![1, 1, 4, 4]));

@@ -1,0 +1,273 @@
+//! The four exported graphs plus the runtime tensors of `model.json`, behind any
+//! [`Backend`], with typed wrappers for the calls the tracker makes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::backend::{take_output, Backend, ComponentSession};
+use crate::config::ModelConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::export::Component;
+use crate::manifest::Manifest;
+use crate::weights::TensorF32;
+
+/// Time spent per stage.
+#[derive(Debug, Clone, Default)]
+pub struct StageTimes {
+    pub image_encoder: Duration,
+    pub memory_attention: Duration,
+    pub prompt_decoder: Duration,
+    pub memory_encoder: Duration,
+    /// Frame decoding and resizing the tracker waited for.
+    pub frame_wait: Duration,
+    /// Everything else on the host (inputs, hole filling, upsampling, sink).
+    pub host: Duration,
+    pub image_encoder_calls: usize,
+    pub memory_attention_calls: usize,
+    pub prompt_decoder_calls: usize,
+    pub memory_encoder_calls: usize,
+}
+
+/// Image-encoder outputs of one frame (batch 1).
+#[derive(Debug, Clone)]
+pub struct FrameFeatures {
+    pub high_res_feat0: TensorF32,
+    pub high_res_feat1: TensorF32,
+    pub vision_feat: TensorF32,
+    pub vision_pos: TensorF32,
+}
+
+/// Prompt-decoder outputs the tracker uses.
+pub struct DecoderOut {
+    /// `[B, 1, 4E, 4E]`
+    pub low_res_masks: TensorF32,
+    /// `[B, C]`
+    pub obj_ptr: TensorF32,
+    /// `[B, 1]`
+    pub object_score_logits: TensorF32,
+}
+
+/// Loaded graphs and runtime tensors of one model directory.
+pub struct TrackerModels {
+    pub manifest: Manifest,
+    image_encoder: Box<dyn ComponentSession>,
+    prompt_decoder: Box<dyn ComponentSession>,
+    memory_encoder: Box<dyn ComponentSession>,
+    memory_attention: Box<dyn ComponentSession>,
+    /// `[num_maskmem, M]`
+    pub maskmem_tpos_enc: Vec<f32>,
+    /// `[C]`
+    pub no_mem_embed: Vec<f32>,
+    pub mask_downsample: Option<([f32; 16], f32)>,
+    /// (`[M, C]`, `[M]`)
+    pub obj_ptr_tpos_proj: Option<(Vec<f32>, Vec<f32>)>,
+    /// `[C]`: needed only for empty mask prompts (not in every model.json)
+    pub no_obj_ptr: Option<Vec<f32>>,
+    pub times: StageTimes,
+}
+
+fn input_err(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidInput, msg)
+}
+
+impl TrackerModels {
+    /// Read `DIR/model.json` (format version checked) and load the four graphs.
+    pub fn load(backend: &dyn Backend, dir: &Path) -> Result<TrackerModels> {
+        if !dir.is_dir() {
+            return Err(input_err(format!("model dir '{}' does not exist", dir.display())));
+        }
+        let manifest = Manifest::read(dir)?;
+        for c in Component::ALL {
+            let p = dir.join(c.file_name());
+            if !p.is_file() {
+                return Err(input_err(format!(
+                    "model dir '{}' has no {} (export all four graphs with `tamrt export`)",
+                    dir.display(),
+                    c.file_name()
+                )));
+            }
+        }
+        let load =
+            |c| backend.load(dir, c).map_err(|e| e.context(format!("loading {}", dir.join(c.file_name()).display())));
+        let sessions = [
+            load(Component::ImageEncoder)?,
+            load(Component::PromptDecoder)?,
+            load(Component::MemoryEncoder)?,
+            load(Component::MemoryAttention)?,
+        ];
+        TrackerModels::from_sessions(manifest, sessions)
+    }
+
+    /// Build from already loaded sessions (image encoder, prompt decoder, memory encoder,
+    /// memory attention).
+    pub fn from_sessions(manifest: Manifest, sessions: [Box<dyn ComponentSession>; 4]) -> Result<TrackerModels> {
+        let cfg = &manifest.config;
+        let (c, m) = (cfg.hidden_dim(), cfg.mem_dim());
+        if cfg.hiera().is_none() && cfg.perceiver.is_none() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "model '{}' ({}): the tracker supports SAM 2 / SAM 2.1 (Hiera) and EdgeTAM (spatial perceiver) models",
+                    manifest.model, cfg.family
+                ),
+            ));
+        }
+        if !cfg.directly_add_no_mem_embed {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("model '{}': only directly_add_no_mem_embed=true models are supported", manifest.model),
+            ));
+        }
+        let get = |name: &str, n: usize| -> Result<Vec<f32>> {
+            let t = manifest.tensor(name)?;
+            if t.numel() != n {
+                return Err(input_err(format!("model.json tensor '{name}' has {} values, expected {n}", t.numel())));
+            }
+            Ok(t.data)
+        };
+        let maskmem_tpos_enc = get("maskmem_tpos_enc", cfg.num_maskmem * m)?;
+        let no_mem_embed = get("no_mem_embed", c)?;
+        let mask_downsample = if cfg.use_obj_ptrs_in_encoder {
+            let w = get("mask_downsample.weight", 16)?;
+            let b = get("mask_downsample.bias", 1)?;
+            let mut wa = [0f32; 16];
+            wa.copy_from_slice(&w);
+            Some((wa, b[0]))
+        } else {
+            None
+        };
+        let obj_ptr_tpos_proj = if cfg.proj_tpos_enc_in_obj_ptrs {
+            Some((get("obj_ptr_tpos_proj.weight", m * c)?, get("obj_ptr_tpos_proj.bias", m)?))
+        } else {
+            None
+        };
+        let no_obj_ptr = manifest.tensors.get("no_obj_ptr").map(|t| t.data.clone()).filter(|d| d.len() == c);
+        let [image_encoder, prompt_decoder, memory_encoder, memory_attention] = sessions;
+        Ok(TrackerModels {
+            image_encoder,
+            prompt_decoder,
+            memory_encoder,
+            memory_attention,
+            maskmem_tpos_enc,
+            no_mem_embed,
+            mask_downsample,
+            obj_ptr_tpos_proj,
+            no_obj_ptr,
+            times: StageTimes::default(),
+            manifest,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.manifest.config
+    }
+
+    /// Image encoder on one preprocessed frame `[3, S, S]`.
+    pub fn encode_image(&mut self, image: Vec<f32>) -> Result<FrameFeatures> {
+        let s = self.config().image_size;
+        let t = TensorF32::new(vec![1, 3, s, s], image);
+        let t0 = Instant::now();
+        let mut out = self.image_encoder.run(&[("image", &t)])?;
+        self.times.image_encoder += t0.elapsed();
+        self.times.image_encoder_calls += 1;
+        Ok(FrameFeatures {
+            high_res_feat0: take_output(&mut out, "high_res_feat0")?,
+            high_res_feat1: take_output(&mut out, "high_res_feat1")?,
+            vision_feat: take_output(&mut out, "vision_feat")?,
+            vision_pos: take_output(&mut out, "vision_pos")?,
+        })
+    }
+
+    /// Prompt decoder on a batch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode(
+        &mut self,
+        image_embed: &TensorF32,
+        feats: &FrameFeatures,
+        point_coords: &TensorF32,
+        point_labels: &TensorF32,
+        mask_input: &TensorF32,
+        has_mask_input: &TensorF32,
+        multimask: bool,
+    ) -> Result<DecoderOut> {
+        let b = image_embed.shape[0];
+        let f0 = repeat_batch(&feats.high_res_feat0, b);
+        let f1 = repeat_batch(&feats.high_res_feat1, b);
+        let mm = TensorF32::new(vec![1], vec![if multimask { 1.0 } else { 0.0 }]);
+        let t0 = Instant::now();
+        let mut out = self.prompt_decoder.run(&[
+            ("image_embed", image_embed),
+            ("high_res_feat0", &f0),
+            ("high_res_feat1", &f1),
+            ("point_coords", point_coords),
+            ("point_labels", point_labels),
+            ("mask_input", mask_input),
+            ("has_mask_input", has_mask_input),
+            ("multimask_output", &mm),
+        ])?;
+        self.times.prompt_decoder += t0.elapsed();
+        self.times.prompt_decoder_calls += 1;
+        Ok(DecoderOut {
+            low_res_masks: take_output(&mut out, "low_res_masks")?,
+            obj_ptr: take_output(&mut out, "obj_ptr")?,
+            object_score_logits: take_output(&mut out, "object_score_logits")?,
+        })
+    }
+
+    /// Memory encoder on a batch: returns (`maskmem_features`, `maskmem_pos_enc`).
+    pub fn encode_memory(
+        &mut self,
+        pix_feat: &TensorF32,
+        mask_high_res: &TensorF32,
+        object_score_logits: &TensorF32,
+        binarize: bool,
+    ) -> Result<(TensorF32, TensorF32)> {
+        let bin = TensorF32::new(vec![1], vec![if binarize { 1.0 } else { 0.0 }]);
+        let t0 = Instant::now();
+        let mut out = self.memory_encoder.run(&[
+            ("pix_feat", pix_feat),
+            ("mask_high_res", mask_high_res),
+            ("object_score_logits", object_score_logits),
+            ("binarize", &bin),
+        ])?;
+        self.times.memory_encoder += t0.elapsed();
+        self.times.memory_encoder_calls += 1;
+        Ok((take_output(&mut out, "maskmem_features")?, take_output(&mut out, "maskmem_pos_enc")?))
+    }
+
+    /// Memory attention on a batch of objects with the same memory layout.
+    pub fn attend(
+        &mut self,
+        curr: &TensorF32,
+        curr_pos: &TensorF32,
+        memory: &TensorF32,
+        memory_pos: &TensorF32,
+        obj_ptrs: &TensorF32,
+        obj_ptrs_pos: &TensorF32,
+    ) -> Result<TensorF32> {
+        let t0 = Instant::now();
+        let mut out = self.memory_attention.run(&[
+            ("curr", curr),
+            ("curr_pos", curr_pos),
+            ("memory", memory),
+            ("memory_pos", memory_pos),
+            ("obj_ptrs", obj_ptrs),
+            ("obj_ptrs_pos", obj_ptrs_pos),
+        ])?;
+        self.times.memory_attention += t0.elapsed();
+        self.times.memory_attention_calls += 1;
+        take_output(&mut out, "pix_feat_with_mem")
+    }
+}
+
+/// Repeat a batch-1 tensor `b` times along axis 0.
+pub fn repeat_batch(t: &TensorF32, b: usize) -> TensorF32 {
+    debug_assert_eq!(t.shape[0], 1);
+    let mut shape = t.shape.clone();
+    shape[0] = b;
+    let mut data = Vec::with_capacity(t.numel() * b);
+    for _ in 0..b {
+        data.extend_from_slice(&t.data);
+    }
+    TensorF32::new(shape, data)
+}

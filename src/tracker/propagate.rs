@@ -1,0 +1,499 @@
+//! Prompted frames, the memory encoding before tracking (`propagate_in_video_preflight`)
+//! and the tracking loop (`propagate_in_video` → `_run_single_frame_inference` →
+//! `track_step`), batched over objects.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::weights::TensorF32;
+
+use super::frames::Prefetcher;
+use super::memory_bank::{BankRules, CondFrame, FrameMemory, MaskMem};
+use super::models::{repeat_batch, FrameFeatures, StageTimes};
+use super::ops;
+use super::output::{ObjectLogits, TrackSink};
+use super::prompts::{Prompt, PromptKind};
+use super::resize::{bilinear, bilinear_into};
+use super::{PromptOutput, Tracker};
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct TrackReport {
+    /// Frames in processing order that were output.
+    pub frames: Vec<usize>,
+    /// Graph calls and time per stage during `propagate` (the memory encoding of
+    /// prompted frames included, as upstream's `propagate_in_video` does it).
+    pub times: StageTimes,
+    /// The same for the prompts before.
+    pub prompt_times: StageTimes,
+    /// Time of the propagation loop only.
+    pub propagate_time: Duration,
+    /// Largest memory bank (bytes, all objects) seen during the run.
+    pub peak_bank_bytes: usize,
+}
+
+/// Largest cross-attention score matrix (bytes, all objects of one call) the memory
+/// attention is given at once.
+const ATTN_SCORES_BYTES: usize = 256 << 20;
+
+fn no_points(b: usize) -> (TensorF32, TensorF32) {
+    (TensorF32::new(vec![b, 1, 2], vec![0.0; b * 2]), TensorF32::new(vec![b, 1], vec![-1.0; b]))
+}
+
+impl Tracker<'_> {
+    fn rules(&self) -> BankRules {
+        let cfg = self.models.config();
+        BankRules {
+            num_maskmem: cfg.num_maskmem,
+            stride: cfg.memory_temporal_stride_for_eval.max(1),
+            max_obj_ptrs: self.source.len().min(cfg.max_obj_ptrs_in_encoder),
+            use_obj_ptrs: cfg.use_obj_ptrs_in_encoder,
+            only_past_ptrs: cfg.only_obj_ptrs_in_the_past_for_eval,
+            signed_tpos: cfg.use_signed_tpos_enc_to_obj_ptrs,
+            num_frames: self.source.len(),
+        }
+    }
+
+    /// `_run_single_frame_inference` on an initial conditioning frame (no memory).
+    pub(crate) fn run_prompt(&mut self, prompt: &Prompt) -> Result<PromptOutput> {
+        let frame = prompt.frame;
+        let feats = self.take_features(frame, None)?;
+        self.prompt_vision.entry(frame).or_insert_with(|| feats.vision_feat.clone());
+        let res = self.prompt_with(prompt, &feats);
+        self.put_features(frame, feats);
+        res
+    }
+
+    fn prompt_with(&mut self, prompt: &Prompt, feats: &FrameFeatures) -> Result<PromptOutput> {
+        let cfg = self.models.config().clone();
+        let (s, e, c) = (cfg.image_size, cfg.embed_side(), cfg.hidden_dim());
+        let m4 = 4 * e;
+        let (vw, vh) = self.source.size();
+        let frame = prompt.frame;
+        let idx = self.objects.iter().position(|o| o.obj_id == prompt.obj_id).expect("object added");
+        let (low, obj_ptr, score) = match &prompt.kind {
+            PromptKind::Points { coords, labels } => {
+                // add_new_points_or_box: points / [W, H] * image_size (fp32)
+                let n = coords.len();
+                let mut pc = Vec::with_capacity(n * 2);
+                for p in coords {
+                    pc.push(p[0] / vw as f32 * s as f32);
+                    pc.push(p[1] / vh as f32 * s as f32);
+                }
+                let pc = TensorF32::new(vec![1, n, 2], pc);
+                let pl = TensorF32::new(vec![1, n], labels.iter().map(|&l| l as f32).collect());
+                // prev_sam_mask_logits: the earlier output on this frame, clamped
+                let prev = self.objects[idx].pending.iter().find(|p| p.frame == frame);
+                let (mask_input, has) = match prev {
+                    Some(p) => (p.pred_masks.iter().map(|v| v.clamp(-32.0, 32.0)).collect(), 1.0),
+                    None => (vec![0f32; m4 * m4], 0.0),
+                };
+                let mask_input = TensorF32::new(vec![1, 1, m4, m4], mask_input);
+                let has = TensorF32::new(vec![1], vec![has]);
+                // _use_multimask on an initial conditioning frame
+                let multimask =
+                    cfg.multimask_output_in_sam && cfg.multimask_min_pt_num <= n && n <= cfg.multimask_max_pt_num;
+                // directly_add_no_mem_embed
+                let mut embed = feats.vision_feat.clone();
+                let hw = e * e;
+                for (ch, &v) in self.models.no_mem_embed.iter().enumerate() {
+                    for x in &mut embed.data[ch * hw..(ch + 1) * hw] {
+                        *x += v;
+                    }
+                }
+                let d = self.models.decode(&embed, feats, &pc, &pl, &mask_input, &has, multimask)?;
+                (d.low_res_masks.data, d.obj_ptr.data, d.object_score_logits.data[0])
+            }
+            PromptKind::Mask { width, height, mask } => {
+                // add_new_mask + _use_mask_as_output
+                let m = ops::mask_to_model_res(mask, *width, *height, s);
+                let (_, low) = ops::mask_prompt_logits(&m, s);
+                let appearing = m.iter().any(|&v| v > 0.0);
+                let lambda = if appearing { 1.0 } else { 0.0 };
+                let mut ptr = vec![0f32; c];
+                if let Some((w, b)) = self.models.mask_downsample {
+                    let mi = TensorF32::new(vec![1, 1, m4, m4], ops::mask_downsample(&m, s, &w, b));
+                    let has = TensorF32::new(vec![1], vec![1.0]);
+                    let (pc, pl) = no_points(1);
+                    let d = self.models.decode(&feats.vision_feat, feats, &pc, &pl, &mi, &has, false)?;
+                    ptr = d.obj_ptr.data;
+                }
+                if cfg.sam.pred_obj_scores && cfg.use_obj_ptrs_in_encoder {
+                    if cfg.sam.fixed_no_obj_ptr {
+                        ptr.iter_mut().for_each(|v| *v *= lambda);
+                    }
+                    if !appearing {
+                        let no = self.models.no_obj_ptr.as_ref().ok_or_else(|| {
+                            Error::new(
+                                ErrorKind::InvalidInput,
+                                "the mask is empty: the object pointer is then `no_obj_ptr`, which this model.json \
+                                 does not carry (re-export with a newer tamrt)",
+                            )
+                        })?;
+                        for (p, n) in ptr.iter_mut().zip(no) {
+                            *p += n;
+                        }
+                    }
+                }
+                (low, ptr, 20.0 * lambda - 10.0)
+            }
+        };
+        let t0 = Instant::now();
+        let mut pred = low;
+        ops::fill_holes(&mut pred, m4, m4, self.opts.fill_hole_area, &mut self.hole_scratch);
+        self.models.times.host += t0.elapsed();
+        Ok(PromptOutput { frame, pred_masks: pred, obj_ptr, object_score: score })
+    }
+
+    /// `propagate_in_video_preflight`: memory of every prompted frame (from its
+    /// hole-filled low-res mask, upsampled, binarized), batched per frame.
+    fn preflight(&mut self) -> Result<()> {
+        let cfg = self.models.config().clone();
+        let (s, e) = (cfg.image_size, cfg.embed_side());
+        let m4 = 4 * e;
+        let mut frames: Vec<usize> = self.objects.iter().flat_map(|o| o.pending.iter().map(|p| p.frame)).collect();
+        frames.sort_unstable();
+        frames.dedup();
+        let mut results: Vec<Vec<(usize, MaskMem)>> = vec![Vec::new(); self.objects.len()];
+        for f in frames {
+            let members: Vec<(usize, usize)> = self
+                .objects
+                .iter()
+                .enumerate()
+                .filter_map(|(i, o)| o.pending.iter().position(|p| p.frame == f).map(|j| (i, j)))
+                .collect();
+            let b = members.len();
+            let vision = self.prompt_vision.get(&f).ok_or_else(|| {
+                Error::new(ErrorKind::InvalidInput, format!("frame {f}: image features of the prompt are gone"))
+            })?;
+            let pix = repeat_batch(vision, b);
+            let mut high = Vec::with_capacity(b * s * s);
+            let mut scores = Vec::with_capacity(b);
+            for &(i, j) in &members {
+                let p = &self.objects[i].pending[j];
+                high.extend(bilinear(&p.pred_masks, m4, m4, s, s));
+                scores.push(p.object_score);
+            }
+            let high = TensorF32::new(vec![b, 1, s, s], high);
+            let scores = TensorF32::new(vec![b, 1], scores);
+            let binarize = cfg.binarize_mask_from_pts_for_mem_enc;
+            let (feats, pos) = self
+                .models
+                .encode_memory(&pix, &high, &scores, binarize)
+                .map_err(|e| e.context(format!("frame {f}")))?;
+            let per = feats.numel() / b;
+            if self.maskmem_pos.is_none() {
+                self.maskmem_pos = Some(pos.data[..per].to_vec());
+            }
+            for (k, &(i, _)) in members.iter().enumerate() {
+                results[i].push((f, MaskMem::from_f32(&feats.data[k * per..(k + 1) * per])));
+            }
+        }
+        for (o, res) in self.objects.iter_mut().zip(results) {
+            for p in std::mem::take(&mut o.pending) {
+                let mm = res.iter().find(|(f, _)| *f == p.frame).map(|(_, m)| m.clone()).expect("encoded");
+                o.mem.non_cond.remove(&p.frame);
+                o.mem.cond.push(CondFrame {
+                    frame: p.frame,
+                    mem: FrameMemory { maskmem: Some(mm), obj_ptr: p.obj_ptr },
+                    pred_masks: p.pred_masks,
+                    object_score: p.object_score,
+                });
+            }
+        }
+        self.prompt_vision.clear();
+        Ok(())
+    }
+
+    /// Track every object from `start` (default: the earliest prompted frame, as
+    /// upstream) forward, or backward with `reverse`, calling `sink` once per frame in
+    /// processing order with every object's logits at video resolution. Can run once.
+    pub fn propagate(&mut self, start: Option<usize>, reverse: bool, sink: &mut dyn TrackSink) -> Result<TrackReport> {
+        if self.propagated {
+            return Err(Error::new(ErrorKind::InvalidInput, "propagate() can run once per Tracker"));
+        }
+        if self.objects.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidInput, "no prompts: add a prompt for at least one object"));
+        }
+        self.propagated = true;
+        let prompt_times = std::mem::take(&mut self.models.times);
+        let t_loop = Instant::now();
+        self.preflight()?;
+        let n = self.source.len();
+        let start = start.unwrap_or_else(|| {
+            self.objects.iter().flat_map(|o| o.mem.cond.iter().map(|c| c.frame)).min().expect("prompted")
+        });
+        if start >= n {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("start frame {start} is beyond the video ({n} frames)"),
+            ));
+        }
+        let max_track = self.opts.max_frame_num_to_track.unwrap_or(n);
+        let order: Vec<usize> = if reverse {
+            let end = start.saturating_sub(max_track);
+            if start > 0 {
+                (end..=start).rev().collect()
+            } else {
+                Vec::new()
+            }
+        } else {
+            let end = (start + max_track).min(n - 1);
+            (start..=end).collect()
+        };
+        // frames where some object runs the model (others output stored prompt results)
+        let needs: Vec<bool> =
+            order.iter().map(|&f| self.objects.iter().any(|o| o.mem.cond_frame(f).is_none())).collect();
+        let needs_image: Vec<usize> = order.iter().zip(&needs).filter(|(_, n)| **n).map(|(f, _)| *f).collect();
+        let depth = self.opts.max_frames_in_mem.saturating_sub(1).min(16);
+        let source = self.source;
+        let s = self.models.config().image_size;
+        let mut report = TrackReport { prompt_times, ..Default::default() };
+        std::thread::scope(|scope| -> Result<()> {
+            let mut pre = Prefetcher::start(scope, source, needs_image, s, depth);
+            for (k, &f) in order.iter().enumerate() {
+                let result = (|| {
+                    let image = if needs[k] {
+                        let t0 = Instant::now();
+                        let img = pre.next(f)?;
+                        self.models.times.frame_wait += t0.elapsed();
+                        Some(img)
+                    } else {
+                        None
+                    };
+                    self.step(f, reverse, image, sink)
+                })();
+                result.map_err(|e| {
+                    let done = if k == 0 {
+                        "no frame was output".to_string()
+                    } else {
+                        format!("frames {}..{} were output", order[0], order[k - 1])
+                    };
+                    e.context(format!("tracking stopped at frame {f} ('{}'; {done})", source.name(f)))
+                })?;
+                report.frames.push(f);
+                if let Some(&next) = order.get(k + 1) {
+                    let rules = self.rules();
+                    for o in &mut self.objects {
+                        o.mem.evict_before(next, reverse, &rules);
+                    }
+                }
+                let bank: usize = self.objects.iter().map(|o| o.mem.bytes()).sum();
+                report.peak_bank_bytes = report.peak_bank_bytes.max(bank);
+            }
+            Ok(())
+        })?;
+        report.propagate_time = t_loop.elapsed();
+        report.times = self.models.times.clone();
+        Ok(report)
+    }
+
+    /// One frame of `propagate_in_video` for every object.
+    fn step(&mut self, f: usize, reverse: bool, image: Option<Vec<u8>>, sink: &mut dyn TrackSink) -> Result<()> {
+        let rules = self.rules();
+        let nobj = self.objects.len();
+        // low-res output per object (hole-filled)
+        let mut low_out: Vec<Option<Vec<f32>>> = vec![None; nobj];
+        let mut run: Vec<usize> = Vec::new();
+        for (i, o) in self.objects.iter_mut().enumerate() {
+            if let Some(cf) = o.mem.cond_frame(f) {
+                low_out[i] = Some(cf.pred_masks.clone());
+                if self.opts.clear_non_cond_mem_around_input {
+                    o.mem.clear_non_cond_around(f, &rules);
+                }
+            } else {
+                run.push(i);
+            }
+        }
+        if !run.is_empty() {
+            let feats = self.take_features(f, image)?;
+            let res = self.track_objects(f, reverse, &run, &feats, &mut low_out);
+            self.put_features(f, feats);
+            res?;
+        }
+        self.output_frame(f, low_out, sink)
+    }
+
+    /// Memory attention, prompt decoder and memory encoder for the objects `run` on
+    /// frame `f`; fills their entries of `low_out`.
+    fn track_objects(
+        &mut self,
+        f: usize,
+        reverse: bool,
+        run: &[usize],
+        feats: &FrameFeatures,
+        low_out: &mut [Option<Vec<f32>>],
+    ) -> Result<()> {
+        let cfg = self.models.config().clone();
+        let (s, e, c, m) = (cfg.image_size, cfg.embed_side(), cfg.hidden_dim(), cfg.mem_dim());
+        let (m4, hw) = (4 * e, e * e);
+        let rules = self.rules();
+        {
+            let t_host = Instant::now();
+            // memory layout per object; objects with equal layouts share a call
+            let sel: Vec<_> = run
+                .iter()
+                .map(|&i| {
+                    let o = &self.objects[i].mem;
+                    (o.select_memories(f, reverse, &rules), o.select_pointers(f, reverse, &rules))
+                })
+                .collect();
+            let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+            for (k, (ms, ps)) in sel.iter().enumerate() {
+                let key = (ms.len(), ps.len());
+                match groups.iter_mut().find(|g| g.0 == key) {
+                    Some(g) => g.1.push(k),
+                    None => groups.push((key, vec![k])),
+                }
+            }
+            let maskmem_pos = self
+                .maskmem_pos
+                .clone()
+                .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no memory was encoded before tracking"))?;
+            let split = if m < c { c / m } else { 1 };
+            // spatial memory tokens per frame: E·E channel-major `[M, E, E]` (SAM 2), or
+            // the spatial perceiver's latents token-major `[N, M]` (EdgeTAM)
+            let token_major = cfg.perceiver.is_some();
+            let n_tok = if token_major { maskmem_pos.len() / m } else { hw };
+            let t_diff_max = rules.max_obj_ptrs.saturating_sub(1);
+            let tpos_dim = if cfg.proj_tpos_enc_in_obj_ptrs { c } else { m };
+            let mut pix_with_mem: Vec<Option<Vec<f32>>> = vec![None; run.len()];
+            self.models.times.host += t_host.elapsed();
+            // split groups so one call's attention scores stay under ATTN_SCORES_BYTES
+            // (the batch saves call overhead only; large batches cost memory)
+            let chunks: Vec<((usize, usize), Vec<usize>)> = groups
+                .into_iter()
+                .flat_map(|(key, members)| {
+                    let per_obj = hw * (key.0 * n_tok + key.1 * split) * 4;
+                    let b_max = (ATTN_SCORES_BYTES / per_obj.max(1)).max(1);
+                    members.chunks(b_max).map(|c| (key, c.to_vec())).collect::<Vec<_>>()
+                })
+                .collect();
+            for ((n_mem, n_ptr), members) in chunks {
+                let t_host = Instant::now();
+                let b = members.len();
+                let t_tokens = n_mem * n_tok;
+                let p_tokens = n_ptr * split;
+                let mut memory = vec![0f32; b * t_tokens * m];
+                let mut memory_pos = vec![0f32; b * t_tokens * m];
+                let mut ptrs = vec![0f32; b * p_tokens * m];
+                let mut ptrs_pos = vec![0f32; b * p_tokens * m];
+                for (bi, &k) in members.iter().enumerate() {
+                    let obj = &self.objects[run[k]].mem;
+                    let (ms, ps) = &sel[k];
+                    for (j, sm) in ms.iter().enumerate() {
+                        let fm = obj.get(sm.frame, sm.cond).expect("selected");
+                        let feats_bf = &fm.maskmem.as_ref().expect("selected memory").0;
+                        let tpos = &self.models.maskmem_tpos_enc[(cfg.num_maskmem - sm.t_pos - 1) * m..][..m];
+                        let base = (bi * t_tokens + j * n_tok) * m;
+                        for t in 0..n_tok {
+                            let row = base + t * m;
+                            for ch in 0..m {
+                                let src = if token_major { t * m + ch } else { ch * hw + t };
+                                memory[row + ch] = feats_bf[src].to_f32();
+                                memory_pos[row + ch] = maskmem_pos[src] + tpos[ch];
+                            }
+                        }
+                    }
+                    for (j, sp) in ps.iter().enumerate() {
+                        let fm = obj.get(sp.frame, sp.cond).expect("selected");
+                        let pos: Vec<f32> = if cfg.add_tpos_enc_to_obj_ptrs {
+                            let pe = ops::sine_pe(sp.t_diff, t_diff_max, tpos_dim);
+                            match &self.models.obj_ptr_tpos_proj {
+                                Some((w, bias)) => ops::linear(&pe, w, bias),
+                                None => pe,
+                            }
+                        } else {
+                            vec![0f32; m]
+                        };
+                        for k2 in 0..split {
+                            let row = (bi * p_tokens + j * split + k2) * m;
+                            ptrs[row..row + m].copy_from_slice(&fm.obj_ptr[k2 * m..(k2 + 1) * m]);
+                            ptrs_pos[row..row + m].copy_from_slice(&pos[..m]);
+                        }
+                    }
+                }
+                let memory = TensorF32::new(vec![b, t_tokens, m], memory);
+                let memory_pos = TensorF32::new(vec![b, t_tokens, m], memory_pos);
+                let ptrs = TensorF32::new(vec![b, p_tokens, m], ptrs);
+                let ptrs_pos = TensorF32::new(vec![b, p_tokens, m], ptrs_pos);
+                let curr = repeat_batch(&feats.vision_feat, b);
+                let curr_pos = repeat_batch(&feats.vision_pos, b);
+                self.models.times.host += t_host.elapsed();
+                let out = self.models.attend(&curr, &curr_pos, &memory, &memory_pos, &ptrs, &ptrs_pos)?;
+                let per = c * hw;
+                for (bi, &k) in members.iter().enumerate() {
+                    pix_with_mem[k] = Some(out.data[bi * per..(bi + 1) * per].to_vec());
+                }
+            }
+            // prompt decoder on all tracked objects (no prompt, multimask for tracking)
+            let b = run.len();
+            let mut embed = Vec::with_capacity(b * c * hw);
+            for p in &pix_with_mem {
+                embed.extend_from_slice(p.as_ref().expect("attended"));
+            }
+            let embed = TensorF32::new(vec![b, c, e, e], embed);
+            let (pc, pl) = no_points(b);
+            let mi = TensorF32::new(vec![b, 1, m4, m4], vec![0.0; b * m4 * m4]);
+            let has = TensorF32::new(vec![b], vec![0.0; b]);
+            let multimask =
+                cfg.multimask_output_in_sam && cfg.multimask_output_for_tracking && cfg.multimask_min_pt_num == 0;
+            let d = self.models.decode(&embed, feats, &pc, &pl, &mi, &has, multimask)?;
+            // memory encoder on the (unfilled) high-res masks, sigmoid (not binarized)
+            let t_host = Instant::now();
+            let mut high = vec![0f32; b * s * s];
+            for bi in 0..b {
+                bilinear_into(
+                    &d.low_res_masks.data[bi * m4 * m4..(bi + 1) * m4 * m4],
+                    m4,
+                    m4,
+                    s,
+                    s,
+                    &mut high[bi * s * s..(bi + 1) * s * s],
+                );
+            }
+            let high = TensorF32::new(vec![b, 1, s, s], high);
+            let pix = repeat_batch(&feats.vision_feat, b);
+            self.models.times.host += t_host.elapsed();
+            let (mem_feats, mem_pos) = self.models.encode_memory(&pix, &high, &d.object_score_logits, false)?;
+            let t_host = Instant::now();
+            let per = mem_feats.numel() / b;
+            if self.maskmem_pos.is_none() {
+                self.maskmem_pos = Some(mem_pos.data[..per].to_vec());
+            }
+            for (bi, &i) in run.iter().enumerate() {
+                let fm = FrameMemory {
+                    maskmem: Some(MaskMem::from_f32(&mem_feats.data[bi * per..(bi + 1) * per])),
+                    obj_ptr: d.obj_ptr.data[bi * c..(bi + 1) * c].to_vec(),
+                };
+                self.objects[i].mem.non_cond.insert(f, fm);
+                let mut low = d.low_res_masks.data[bi * m4 * m4..(bi + 1) * m4 * m4].to_vec();
+                ops::fill_holes(&mut low, m4, m4, self.opts.fill_hole_area, &mut self.hole_scratch);
+                low_out[i] = Some(low);
+            }
+            self.models.times.host += t_host.elapsed();
+        }
+        Ok(())
+    }
+
+    /// `_get_orig_video_res_output`: bilinear to the video size, then the sink.
+    fn output_frame(&mut self, f: usize, low_out: Vec<Option<Vec<f32>>>, sink: &mut dyn TrackSink) -> Result<()> {
+        let m4 = 4 * self.models.config().embed_side();
+        let t_host = Instant::now();
+        let (vw, vh) = self.source.size();
+        let objs: Vec<ObjectLogits> = self
+            .objects
+            .iter()
+            .zip(low_out)
+            .map(|(o, low)| ObjectLogits {
+                obj_id: o.obj_id,
+                width: vw,
+                height: vh,
+                logits: bilinear(&low.expect("every object has an output"), m4, m4, vh, vw),
+            })
+            .collect();
+        sink.frame(f, self.source.name(f), &objs)?;
+        self.models.times.host += t_host.elapsed();
+        Ok(())
+    }
+}

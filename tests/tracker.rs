@@ -1,0 +1,474 @@
+//! The tracker equals the official `SAM2VideoPredictor` (sam2==1.1.0): the clip, prompts
+//! and reference logits in `tests/fixtures/tracker/` come from
+//! `tests/fixtures/gen/gen_tracker.py` (see `tests/fixtures/gen/README.md`). The model
+//! is `tests/fixtures/sam2.1_tiny/checkpoint.pt` with the few tensors of
+//! `weight_overrides.safetensors` replaced, exported by tamrt and run on ONNX Runtime.
+//!
+//! Bounds, per object per frame: mask IoU ≥ 0.99 and max |logit − ref| ≤ 1e-3 · max|ref|
+//! wherever |ref| > 1. Also: the host-side resampling ports against PIL / torch, the
+//! CLI's output layout, and every bad-input error.
+//!
+//! `TAMRT_TRACKER_FIXTURE=DIR cargo test --release --test tracker -- --ignored` runs the
+//! same comparison on a real-size fixture written by `gen_tracker.py --model
+//! sam2.1_hiera_t --out DIR`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+use tamrt::backend::ort::OrtBackend;
+use tamrt::checkpoint::Checkpoint;
+use tamrt::config::ModelConfig;
+use tamrt::export::{export_model, Component, WeightsFrom};
+use tamrt::tracker::ops::fill_holes;
+use tamrt::tracker::resize::{bilinear, bilinear_aa, pil_resize_rgb8};
+use tamrt::tracker::{
+    read_prompt_file, run_track_job, CollectSink, FrameDir, FrameSource, TrackJob, Tracker, TrackerModels,
+    TrackerOptions,
+};
+
+const IOU_MIN: f64 = 0.99;
+const LOGIT_REL: f32 = 1e-3;
+/// Largest per-channel difference allowed between tamrt's and PIL's JPEG decoding.
+const JPEG_MAX_DIFF: u32 = 4;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tracker")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("tamrt-tracker-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+fn meta(fx: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fx.join("meta.json")).unwrap()).unwrap()
+}
+
+fn f32_tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let data: Vec<f32> = match v.dtype() {
+                Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                Dtype::U8 => v.data().iter().map(|&b| b as f32).collect(),
+                d => panic!("{k}: dtype {d:?}"),
+            };
+            (k, (v.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The fixture's model, exported once per test process: base checkpoint + overrides
+/// (reduced model) or the fixture's own checkpoint (real size).
+fn exported(fx: &Path) -> PathBuf {
+    static DIRS: OnceLock<Mutex<BTreeMap<PathBuf, PathBuf>>> = OnceLock::new();
+    let mut dirs = DIRS.get_or_init(Default::default).lock().unwrap();
+    if let Some(d) = dirs.get(fx) {
+        return d.clone();
+    }
+    let m = meta(fx);
+    let out = tmp(&format!("model{}", dirs.len()));
+    let (cfg, ck) = if let Some(ck) = m["checkpoint"].as_str() {
+        (ModelConfig::from_json_file(&fx.join("config.json")).unwrap(), fx.join(ck))
+    } else {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join(m["base_checkpoint"].as_str().unwrap());
+        let want = m["base_checkpoint_sha256"].as_str().unwrap();
+        let have = sha256_hex(&std::fs::read(&base).unwrap_or_else(|e| panic!("{}: {e}", base.display())));
+        assert_eq!(
+            have,
+            want,
+            "{} changed since the tracker fixture was made: rerun tests/fixtures/gen/gen_tracker.py --out tests/fixtures/tracker",
+            base.display()
+        );
+        let cfg = ModelConfig::from_json_file(&base.with_file_name("config.json")).unwrap();
+        let merged = out.with_extension("merged.safetensors");
+        merge_overrides(&base, &fx.join("weight_overrides.safetensors"), &merged);
+        (cfg, merged)
+    };
+    export_model(&cfg, WeightsFrom::Checkpoint(ck), &out, &Component::ALL).unwrap();
+    dirs.insert(fx.to_path_buf(), out.clone());
+    out
+}
+
+/// Write `base` with the tensors of `overrides` replaced, as safetensors.
+fn merge_overrides(base: &Path, overrides: &Path, out: &Path) {
+    let ck = Checkpoint::open(base).unwrap();
+    let ov = f32_tensors(overrides);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for info in ck.tensors() {
+        let t = match ov.get(&info.name) {
+            Some((shape, data)) => {
+                assert_eq!(shape, &info.shape, "{}", info.name);
+                data.clone()
+            }
+            None => ck.read_f32(&info.name).unwrap().data,
+        };
+        tensors.push((info.name.clone(), info.shape.clone(), t.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    }
+    for k in ov.keys() {
+        assert!(ck.info(k).is_some(), "override {k} is not in {}", base.display());
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(out, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+}
+
+fn load_models(fx: &Path) -> TrackerModels {
+    TrackerModels::load(&OrtBackend { threads: 2 }, &exported(fx)).unwrap()
+}
+
+/// Track a scenario with the library and compare with the reference logits.
+fn check_scenario(fx: &Path, name: &str, opts: TrackerOptions) -> (f64, f32) {
+    let m = meta(fx);
+    let sc = &m["scenarios"][name];
+    let reverse = sc["reverse"].as_bool().unwrap();
+    let video = FrameDir::open(&fx.join("frames")).unwrap();
+    let (w, h) = video.size();
+    let prompts = read_prompt_file(&fx.join(format!("prompts_{name}.json")), video.len(), w, h).unwrap();
+    let mut models = load_models(fx);
+    let mut tracker = Tracker::new(&mut models, &video, opts).unwrap();
+    for p in &prompts {
+        tracker.add_prompt(p).unwrap();
+    }
+    let start = if reverse { prompts.iter().map(|p| p.frame).max() } else { None };
+    let mut sink = CollectSink::default();
+    let report = tracker.propagate(start, reverse, &mut sink).unwrap();
+    let order: Vec<usize> = sc["order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(report.frames, order, "processing order");
+    let refs = f32_tensors(&fx.join(format!("ref_{name}.safetensors")));
+    let mut seen = 0;
+    let (mut worst_iou, mut worst_rel) = (1f64, 0f32);
+    for (f, objs) in &sink.frames {
+        for o in objs {
+            let key = format!("{:03}/{:05}", o.obj_id, f);
+            let (shape, r) = refs.get(&key).unwrap_or_else(|| panic!("{name}: no reference for {key}"));
+            assert_eq!(shape, &vec![h, w], "{key}");
+            seen += 1;
+            let (mut inter, mut uni) = (0usize, 0usize);
+            let max_ref = r.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let mut max_err = 0f32;
+            for (a, b) in o.logits.iter().zip(r) {
+                let (pa, pb) = (*a > 0.0, *b > 0.0);
+                inter += usize::from(pa && pb);
+                uni += usize::from(pa || pb);
+                if b.abs() > 1.0 {
+                    max_err = max_err.max((a - b).abs());
+                }
+            }
+            let iou = if uni == 0 { 1.0 } else { inter as f64 / uni as f64 };
+            let rel = max_err / max_ref.max(f32::MIN_POSITIVE);
+            println!("{name} {key}: IoU {iou:.5}, max|err| {max_err:.2e} = {rel:.2e} of max|ref| {max_ref:.1}");
+            assert!(iou >= IOU_MIN, "{name} {key}: IoU {iou} < {IOU_MIN}");
+            assert!(rel <= LOGIT_REL, "{name} {key}: logit error {max_err} > {LOGIT_REL} * {max_ref}");
+            worst_iou = worst_iou.min(iou);
+            worst_rel = worst_rel.max(rel);
+        }
+    }
+    assert_eq!(seen, refs.len(), "{name}: every reference (object, frame) must be produced");
+    println!("{name}: worst IoU {worst_iou:.5}, worst logit error {worst_rel:.2e} of max|ref|");
+    (worst_iou, worst_rel)
+}
+
+#[test]
+fn tracks_like_official_forward() {
+    check_scenario(&fixture(), "forward", TrackerOptions::default());
+}
+
+#[test]
+fn tracks_like_official_reverse() {
+    check_scenario(&fixture(), "reverse", TrackerOptions::default());
+}
+
+#[test]
+fn synchronous_frame_loading_gives_the_same_result() {
+    let opts = TrackerOptions { max_frames_in_mem: 1, ..Default::default() };
+    check_scenario(&fixture(), "forward", opts);
+}
+
+/// Real-size check (not in CI): `gen_tracker.py --model sam2.1_hiera_t --out DIR`.
+#[test]
+#[ignore]
+fn tracks_like_official_real_size() {
+    let dir = PathBuf::from(std::env::var("TAMRT_TRACKER_FIXTURE").expect("set TAMRT_TRACKER_FIXTURE=DIR"));
+    let (i1, e1) = check_scenario(&dir, "forward", TrackerOptions::default());
+    let (i2, e2) = check_scenario(&dir, "reverse", TrackerOptions::default());
+    println!("real size: worst IoU {:.5}, worst logit error {:.2e}", i1.min(i2), e1.max(e2));
+}
+
+#[test]
+fn pil_resize_and_torch_interpolate_ports_are_exact() {
+    let t = f32_tensors(&fixture().join("ops.safetensors"));
+    let mut k = 0;
+    while let Some((si, vi)) = t.get(&format!("pil{k}_in")) {
+        let (so, vo) = &t[&format!("pil{k}_out")];
+        let src: Vec<u8> = vi.iter().map(|&v| v as u8).collect();
+        let got = pil_resize_rgb8(&src, si[1], si[0], so[1], so[0]);
+        let want: Vec<u8> = vo.iter().map(|&v| v as u8).collect();
+        let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(diff, 0, "PIL case {k} ({}x{} -> {}x{}): {diff} bytes differ", si[1], si[0], so[1], so[0]);
+        k += 1;
+    }
+    assert!(k >= 4);
+    let mut k = 0;
+    while let Some((si, x)) = t.get(&format!("interp{k}_in")) {
+        let (so, want) = &t[&format!("interp{k}_out")];
+        let aa = t[&format!("interp{k}_aa")].1[0] > 0.5;
+        let got = if aa { bilinear_aa(x, si[0], si[1], so[0], so[1]) } else { bilinear(x, si[0], si[1], so[0], so[1]) };
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let err = got.iter().zip(want).fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+        assert!(err <= 2e-6 * scale.max(1.0), "interp case {k} (aa {aa}): max error {err:e}");
+        k += 1;
+    }
+    assert!(k >= 5);
+    let (s, holes_in) = &t["holes_in"];
+    let mut m = holes_in.clone();
+    let n = fill_holes(&mut m, s[0], s[1], 8, &mut Vec::new());
+    assert!(n > 0, "the hole case should fill something");
+    assert_eq!(&m, &t["holes_out"].1, "hole filling differs from the CUDA-equivalent reference");
+}
+
+/// JPEG decoding is the `image` crate's (zune-jpeg), not libjpeg-turbo as in PIL: the
+/// decoded pixels may differ by a few levels (IDCT / chroma upsampling rounding).
+#[test]
+fn jpeg_decoding_close_to_pil() {
+    let fx = fixture();
+    let t = f32_tensors(&fx.join("ops.safetensors"));
+    let (shape, want) = &t["jpeg_decoded"];
+    let got = tamrt::tracker::frames::decode_rgb8(&fx.join("jpeg_q90.jpg")).unwrap();
+    assert_eq!((got.height, got.width), (shape[0], shape[1]));
+    let diffs: Vec<u32> = got.data.iter().zip(want).map(|(a, b)| (*a as f32 - b).abs() as u32).collect();
+    let max = diffs.iter().copied().max().unwrap();
+    let differ = diffs.iter().filter(|d| **d > 0).count();
+    println!("JPEG vs PIL: max |diff| {max}, {differ} of {} values differ", diffs.len());
+    assert!(max <= JPEG_MAX_DIFF, "JPEG decoding differs from PIL by {max} levels");
+}
+
+#[test]
+fn frames_resize_bit_exact_like_pil() {
+    let fx = fixture();
+    let m = meta(&fx);
+    let s = m["image_size"].as_u64().unwrap() as usize;
+    let video = FrameDir::open(&fx.join("frames")).unwrap();
+    let want = m["frame_resize_sha256"].as_object().unwrap();
+    assert_eq!(want.len(), video.len());
+    for i in 0..video.len() {
+        let f = video.load(i).unwrap();
+        let r = pil_resize_rgb8(&f.data, f.width, f.height, s, s);
+        let file = video.path(i).file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(sha256_hex(&r), want[&file].as_str().unwrap(), "frame {file} resized to {s}x{s} differs from PIL");
+    }
+}
+
+fn job(fx: &Path, frames: &Path, prompts: &Path, out: &Path) -> TrackJob {
+    TrackJob {
+        model_dir: exported(fx),
+        frames: frames.to_path_buf(),
+        prompts: prompts.to_path_buf(),
+        out: out.to_path_buf(),
+        reverse: false,
+        start_frame: None,
+        save_logits: false,
+        options: TrackerOptions::default(),
+    }
+}
+
+#[test]
+fn cli_writes_sav_layout_and_npy_logits() {
+    let fx = fixture();
+    let out = tmp("cli");
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_tamrt"))
+        .args(["track", "--model-dir"])
+        .arg(exported(&fx))
+        .arg("--frames")
+        .arg(fx.join("frames"))
+        .arg("--prompts")
+        .arg(fx.join("prompts_forward.json"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--save-logits", "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "tamrt track failed: {}", String::from_utf8_lossy(&st.stderr));
+    let refs = f32_tensors(&fx.join("ref_forward.safetensors"));
+    for (key, (shape, r)) in &refs {
+        let (obj, frame) = key.split_once('/').unwrap();
+        let png = out.join(obj).join(format!("{frame}.png"));
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+        let mut rd = dec.read_info().unwrap();
+        assert_eq!(rd.info().color_type, png::ColorType::Indexed, "{}", png.display());
+        let mut buf = vec![0u8; rd.output_buffer_size().unwrap()];
+        let info = rd.next_frame(&mut buf).unwrap();
+        assert_eq!((info.height as usize, info.width as usize), (shape[0], shape[1]));
+        assert!(buf.iter().all(|&v| v <= 1), "{}: values must be 0/1", png.display());
+        let agree = buf.iter().zip(r).filter(|(m, v)| (**m == 1) == (**v > 0.0)).count();
+        assert!(agree as f64 >= 0.99 * r.len() as f64, "{}: mask differs from the reference", png.display());
+        // the .npy: v1.0 header, float32 [H, W]
+        let npy = std::fs::read(out.join("logits").join(obj).join(format!("{frame}.npy"))).unwrap();
+        assert_eq!(&npy[..8], b"\x93NUMPY\x01\x00");
+        let hl = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+        let header = std::str::from_utf8(&npy[10..10 + hl]).unwrap();
+        assert!(header.contains(&format!("'shape': ({}, {})", shape[0], shape[1])), "{header}");
+        assert!(header.contains("'descr': '<f4'"));
+        let vals: Vec<f32> =
+            npy[10 + hl..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(vals.len(), r.len());
+        for (m, v) in buf.iter().zip(&vals) {
+            assert_eq!(*m == 1, *v > 0.0, "PNG and logits disagree in {obj}/{frame}");
+        }
+    }
+    let stdout = String::from_utf8_lossy(&st.stdout);
+    assert!(stdout.contains("ms/frame"), "{stdout}");
+}
+
+#[test]
+fn cli_backend_and_precision_flags() {
+    let fx = fixture();
+    let run = |extra: &[&str]| {
+        let out = tmp("flags");
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tamrt"))
+            .args(["track", "--model-dir"])
+            .arg(exported(&fx))
+            .arg("--frames")
+            .arg(fx.join("frames"))
+            .arg("--prompts")
+            .arg(fx.join("prompts_forward.json"))
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.exists(), "no output may be written on a flag error");
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (ok, err) = run(&["--backend", "trt"]);
+    assert!(!ok && err.contains("TensorRT backend not available in this build"), "{err}");
+    let (ok, err) = run(&["--precision", "fp16"]);
+    assert!(!ok && err.contains("fp16") && err.contains("TensorRT"), "{err}");
+}
+
+/// Run a job expected to fail before writing anything; returns the message.
+fn fails_before_output(j: &TrackJob) -> String {
+    let e = run_track_job(j, &OrtBackend { threads: 2 }).expect_err("the job should fail");
+    assert!(!j.out.exists(), "output written despite the error: {e}");
+    e.to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_fail_before_any_output() {
+    let fx = fixture();
+    let frames = fx.join("frames");
+    let prompts = fx.join("prompts_forward.json");
+    let out = tmp("bad-out");
+    let work = tmp("bad");
+    std::fs::create_dir_all(&work).unwrap();
+
+    // frames folder missing / empty
+    let e = fails_before_output(&job(&fx, &work.join("nope"), &prompts, &out));
+    assert!(e.contains("nope") && e.contains("cannot be read"), "{e}");
+    let empty = work.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = fails_before_output(&job(&fx, &empty, &prompts, &out));
+    assert!(e.contains("has no frames"), "{e}");
+
+    // frames of different sizes
+    let mixed = work.join("mixed");
+    copy_dir(&frames, &mixed);
+    image::RgbImage::new(40, 30).save(mixed.join("00003.png")).unwrap();
+    let e = fails_before_output(&job(&fx, &mixed, &prompts, &out));
+    assert!(e.contains("differ in size") && e.contains("00003.png") && e.contains("40x30"), "{e}");
+
+    // unreadable image
+    let broken = work.join("broken");
+    copy_dir(&frames, &broken);
+    std::fs::write(broken.join("00002.png"), b"not an image").unwrap();
+    let e = fails_before_output(&job(&fx, &broken, &prompts, &out));
+    assert!(e.contains("00002.png") && e.contains("not a readable image"), "{e}");
+
+    // prompt problems
+    let bad_prompt = |name: &str, json: &str| {
+        let p = work.join(format!("{name}.json"));
+        std::fs::write(&p, json).unwrap();
+        std::fs::copy(fx.join("mask_f0_obj3.png"), work.join("mask_f0_obj3.png")).unwrap();
+        fails_before_output(&job(&fx, &frames, &p, &out))
+    };
+    let e = bad_prompt("beyond", r#"{"prompts": [{"frame": 8, "obj_id": 1, "points": [[10, 10]], "labels": [1]}]}"#);
+    assert!(e.contains("frame 8 is beyond the video (8 frames"), "{e}");
+    let e = bad_prompt("box", r#"{"prompts": [{"frame": 0, "obj_id": 2, "box": [30, 10, 20, 40]}]}"#);
+    assert!(e.contains("object 2") && e.contains("x1 < x0"), "{e}");
+    let e =
+        bad_prompt("labels", r#"{"prompts": [{"frame": 0, "obj_id": 1, "points": [[1, 2], [3, 4]], "labels": [1]}]}"#);
+    assert!(e.contains("2 points but 1 labels"), "{e}");
+    let small = work.join("small.png");
+    image::GrayImage::new(8, 6).save(&small).unwrap();
+    let e = bad_prompt("masksize", r#"{"prompts": [{"frame": 0, "obj_id": 3, "mask": "small.png"}]}"#);
+    assert!(e.contains("small.png") && e.contains("8x6") && e.contains("80x60"), "{e}");
+
+    // model dir missing a graph / another format version
+    let model = work.join("model");
+    copy_dir(&exported(&fx), &model);
+    std::fs::remove_file(model.join("memory_attention.onnx")).unwrap();
+    let mut j = job(&fx, &frames, &prompts, &out);
+    j.model_dir = model.clone();
+    let e = fails_before_output(&j);
+    assert!(e.contains("memory_attention.onnx"), "{e}");
+    copy_dir(&exported(&fx), &model);
+    let text = std::fs::read_to_string(model.join("model.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["format_version"] = serde_json::json!(999);
+    std::fs::write(model.join("model.json"), v.to_string()).unwrap();
+    let e = fails_before_output(&j);
+    assert!(e.contains("format version 999"), "{e}");
+}
+
+#[test]
+fn error_on_a_late_frame_keeps_earlier_masks() {
+    let fx = fixture();
+    let work = tmp("late");
+    let frames = work.join("frames");
+    copy_dir(&fx.join("frames"), &frames);
+    // keep the PNG header (size probe passes) but cut the image data
+    // frame 6 is no prompt frame, so the prompts succeed and tracking stops there
+    let f6 = frames.join("00006.png");
+    let bytes = std::fs::read(&f6).unwrap();
+    std::fs::write(&f6, &bytes[..200]).unwrap();
+    let out = work.join("out");
+    let e = run_track_job(&job(&fx, &frames, &fx.join("prompts_forward.json"), &out), &OrtBackend { threads: 2 })
+        .expect_err("frame 6 is broken")
+        .to_string();
+    assert!(e.contains("stopped at frame 6") && e.contains("00006"), "{e}");
+    for obj in ["001", "002", "003", "004"] {
+        for f in 0..6 {
+            assert!(out.join(obj).join(format!("{f:05}.png")).is_file(), "{obj}/{f:05}.png missing");
+        }
+        assert!(!out.join(obj).join("00006.png").exists());
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("001"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
