@@ -264,24 +264,48 @@ struct TrackArgs {
     threads: usize,
 }
 
+/// The backend `--backend` / `--precision` ask for: TensorRT engines where they load (per
+/// component, falling back to ONNX Runtime), ONNX Runtime otherwise.
+fn make_backend(backend: &str, precision: &str, threads: usize) -> Result<tamrt::backend::select::FallbackBackend> {
+    use tamrt::backend::select::{BackendPref, FallbackBackend};
+    let pref = BackendPref::parse(backend)?;
+    let precision = tamrt::trt::engine_cache::Precision::parse(precision)?;
+    let ort = Box::new(tamrt::backend::ort::OrtBackend { threads });
+    let (accel, why): (Option<Box<dyn tamrt::backend::Backend>>, Option<String>) = if pref == BackendPref::Ort {
+        (None, None)
+    } else {
+        #[cfg(feature = "cuda")]
+        {
+            match tamrt::trt::TrtBackend::new(precision) {
+                Ok(b) => (Some(Box::new(b)), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            (None, Some("this build has no TensorRT support (build with --features tensorrt)".to_string()))
+        }
+    };
+    if accel.is_none() {
+        if pref == BackendPref::Trt {
+            bail!("TensorRT backend not available in this build or machine: {}", why.unwrap_or_default());
+        }
+        if precision != tamrt::trt::engine_cache::Precision::Fp32 {
+            bail!(
+                "--precision {} needs the TensorRT backend, which is not available here ({}); ONNX Runtime runs the fp32 graphs (use --precision fp32)",
+                precision.name(),
+                why.unwrap_or_else(|| "--backend ort".into())
+            );
+        }
+    }
+    Ok(FallbackBackend::new(pref, accel, why, ort))
+}
+
 fn run_track(a: TrackArgs) -> Result<()> {
-    match a.backend.as_str() {
-        "auto" | "ort" => {}
-        "trt" | "tensorrt" => bail!("TensorRT backend not available in this build (use --backend ort or auto)"),
-        other => bail!("unknown backend '{other}' (auto, ort, trt)"),
-    }
-    match a.precision.as_str() {
-        "fp32" => {}
-        "fp16" | "bf16" => bail!(
-            "--precision {} needs the TensorRT backend, which is not available in this build; ONNX Runtime runs the fp32 graphs (use --precision fp32)",
-            a.precision
-        ),
-        other => bail!("unknown precision '{other}' (fp32, fp16, bf16)"),
-    }
+    let backend = make_backend(&a.backend, &a.precision, a.threads)?;
     if a.max_frames_in_mem == 0 {
         bail!("--max-frames-in-mem must be at least 1");
     }
-    let backend = tamrt::backend::ort::OrtBackend { threads: a.threads };
     let job = tamrt::tracker::TrackJob {
         model_dir: a.model_dir,
         frames: a.frames,
@@ -298,6 +322,9 @@ fn run_track(a: TrackArgs) -> Result<()> {
     };
     let summary = tamrt::tracker::run_track_job(&job, &backend)?;
     println!("{}", summary.text());
+    for ch in backend.choices() {
+        println!("{:<18} {:<8} {}", ch.component.name(), ch.backend, ch.reason);
+    }
     Ok(())
 }
 

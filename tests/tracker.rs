@@ -132,13 +132,16 @@ fn load_models(fx: &Path) -> TrackerModels {
 
 /// Track a scenario with the library and compare with the reference logits.
 fn check_scenario(fx: &Path, name: &str, opts: TrackerOptions) -> (f64, f32) {
+    check_scenario_with(fx, name, opts, load_models(fx))
+}
+
+fn check_scenario_with(fx: &Path, name: &str, opts: TrackerOptions, mut models: TrackerModels) -> (f64, f32) {
     let m = meta(fx);
     let sc = &m["scenarios"][name];
     let reverse = sc["reverse"].as_bool().unwrap();
     let video = FrameDir::open(&fx.join("frames")).unwrap();
     let (w, h) = video.size();
     let prompts = read_prompt_file(&fx.join(format!("prompts_{name}.json")), video.len(), w, h).unwrap();
-    let mut models = load_models(fx);
     let mut tracker = Tracker::new(&mut models, &video, opts).unwrap();
     for p in &prompts {
         tracker.add_prompt(p).unwrap();
@@ -471,4 +474,48 @@ fn error_on_a_late_frame_keeps_earlier_masks() {
         .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// An accelerator whose engines fail to load for some components (as a TensorRT engine
+/// for another GPU would) and that runs the others (here through ONNX Runtime).
+struct PartlyBrokenAccel {
+    broken: Vec<tamrt::export::Component>,
+}
+
+impl tamrt::backend::Backend for PartlyBrokenAccel {
+    fn name(&self) -> &str {
+        "fake-accel"
+    }
+    fn load(
+        &self,
+        dir: &Path,
+        c: tamrt::export::Component,
+    ) -> tamrt::Result<Box<dyn tamrt::backend::ComponentSession>> {
+        if self.broken.contains(&c) {
+            return Err(tamrt::Error::new(tamrt::ErrorKind::Backend, format!("engine for {} is corrupt", c.name())));
+        }
+        tamrt::backend::Backend::load(&OrtBackend { threads: 2 }, dir, c)
+    }
+}
+
+#[test]
+fn failed_engines_fall_back_to_ort_and_still_track_like_official() {
+    use tamrt::backend::select::{BackendPref, FallbackBackend};
+    use tamrt::export::Component;
+    let fx = fixture();
+    let backend = FallbackBackend::new(
+        BackendPref::Auto,
+        Some(Box::new(PartlyBrokenAccel { broken: vec![Component::PromptDecoder, Component::MemoryAttention] })),
+        None,
+        Box::new(OrtBackend { threads: 2 }),
+    );
+    let models = TrackerModels::load(&backend, &exported(&fx)).unwrap();
+    let choices = backend.choices();
+    let by = |c: Component| choices.iter().find(|x| x.component == c).unwrap().clone();
+    assert_eq!(by(Component::ImageEncoder).backend, "fake-accel");
+    assert_eq!(by(Component::PromptDecoder).backend, "ort-cpu");
+    assert!(by(Component::PromptDecoder).reason.contains("corrupt"), "{:?}", by(Component::PromptDecoder));
+    assert_eq!(by(Component::MemoryAttention).backend, "ort-cpu");
+    let (iou, rel) = check_scenario_with(&fx, "forward", TrackerOptions::default(), models);
+    assert!(iou >= IOU_MIN && rel <= LOGIT_REL);
 }

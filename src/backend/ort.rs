@@ -81,6 +81,12 @@ fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
     .map_err(|e| backend_err(e.clone()))
 }
 
+/// Whether ONNX Runtime's CPU memory arena is on (`TAMRT_ORT_ARENA=1`; off by default to
+/// keep resident memory low).
+pub fn arena_enabled() -> bool {
+    std::env::var("TAMRT_ORT_ARENA").is_ok_and(|v| v == "1")
+}
+
 /// ONNX Runtime CPU backend.
 #[derive(Debug, Clone, Default)]
 pub struct OrtBackend {
@@ -112,6 +118,15 @@ impl OrtSession {
         let ctx = |e: ort::Error| backend_err(format!("ONNX Runtime cannot load '{}': {e}", path.display()));
         let mut b = Session::builder(env).map_err(ctx)?;
         b = b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(|e| ctx(e.into()))?;
+        if !arena_enabled() {
+            // Without the CPU arena and memory-pattern planning, buffers are freed when a run
+            // ends instead of being kept at their peak size: lower resident memory between
+            // calls with different shapes (memory attention grows with the memory bank).
+            b = b.with_memory_pattern(false).map_err(|e| ctx(e.into()))?;
+            b = b
+                .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+                .map_err(|e| ctx(e.into()))?;
+        }
         if threads > 0 {
             b = b.with_intra_threads(threads).map_err(|e| ctx(e.into()))?;
             b = b.with_inter_threads(1).map_err(|e| ctx(e.into()))?;

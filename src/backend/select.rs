@@ -83,6 +83,71 @@ pub fn load_components(
     Ok((sessions, report))
 }
 
+/// A [`Backend`] that loads each component from `accel` (TensorRT) when it can and from
+/// `fallback` (ONNX Runtime) otherwise, recording every choice — so any code that takes a
+/// `&dyn Backend` (the tracker, the benchmark) gets per-component fallback for free.
+pub struct FallbackBackend {
+    pub pref: BackendPref,
+    pub accel: Option<Box<dyn Backend>>,
+    /// Why `accel` is `None` (shown in the report).
+    pub accel_unavailable: Option<String>,
+    pub fallback: Box<dyn Backend>,
+    choices: std::sync::Mutex<Vec<ComponentChoice>>,
+}
+
+impl FallbackBackend {
+    pub fn new(
+        pref: BackendPref,
+        accel: Option<Box<dyn Backend>>,
+        accel_unavailable: Option<String>,
+        fallback: Box<dyn Backend>,
+    ) -> Self {
+        FallbackBackend { pref, accel, accel_unavailable, fallback, choices: Default::default() }
+    }
+
+    /// Which backend ran each component loaded so far, and why.
+    pub fn choices(&self) -> Vec<ComponentChoice> {
+        self.choices.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Backend for FallbackBackend {
+    fn name(&self) -> &str {
+        "auto"
+    }
+
+    fn load(&self, model_dir: &Path, c: Component) -> Result<Box<dyn ComponentSession>> {
+        let reason = match (self.pref, &self.accel) {
+            (BackendPref::Ort, _) => "ONNX Runtime requested (--backend ort)".to_string(),
+            (_, None) => format!(
+                "TensorRT unavailable: {}",
+                self.accel_unavailable.as_deref().unwrap_or("no TensorRT backend in this build")
+            ),
+            (_, Some(b)) => match b.load(model_dir, c) {
+                Ok(s) => {
+                    if let Ok(mut v) = self.choices.lock() {
+                        v.push(ComponentChoice {
+                            component: c,
+                            backend: b.name().into(),
+                            reason: "engine loaded".into(),
+                        });
+                    }
+                    return Ok(s);
+                }
+                Err(e) => format!("{} failed: {e}", b.name()),
+            },
+        };
+        if self.pref == BackendPref::Trt {
+            tracing::warn!(component = c.name(), reason = %reason, "falling back to ONNX Runtime");
+        }
+        let s = self.fallback.load(model_dir, c)?;
+        if let Ok(mut v) = self.choices.lock() {
+            v.push(ComponentChoice { component: c, backend: self.fallback.name().into(), reason });
+        }
+        Ok(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +196,25 @@ mod tests {
         assert_eq!(by(Component::PromptDecoder).backend, "ort-cpu");
         assert!(by(Component::PromptDecoder).reason.contains("corrupt"), "{:?}", by(Component::PromptDecoder));
         assert_eq!(s[1].1.backend_name(), "ort-cpu");
+    }
+
+    #[test]
+    fn fallback_backend_records_choices() {
+        let b = FallbackBackend::new(
+            BackendPref::Auto,
+            Some(Box::new(Fake { name: "tensorrt", fail_on: vec![Component::MemoryAttention] })),
+            None,
+            Box::new(Fake { name: "ort-cpu", fail_on: vec![] }),
+        );
+        for c in Component::ALL {
+            b.load(Path::new("."), c).unwrap();
+        }
+        let ch = b.choices();
+        assert_eq!(ch.len(), 4);
+        assert_eq!(ch[3].component, Component::MemoryAttention);
+        assert_eq!(ch[3].backend, "ort-cpu");
+        assert!(ch[3].reason.contains("corrupt"));
+        assert!(ch[..3].iter().all(|x| x.backend == "tensorrt"));
     }
 
     #[test]
