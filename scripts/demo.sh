@@ -6,14 +6,14 @@
 # Random weights make the masks and J&F meaningless; the timings and the harness are real.
 #
 # Usage: scripts/demo.sh
-# Env:   MODELS (default sam2.1_hiera_t; comma-separated `tamrt config --list` names, e.g.
+# Env:   MODELS (default edgetam; comma-separated `tamrt config --list` names, e.g.
 #        sam2.1_hiera_t,edgetam to compare them), VIDEOS (2),
 #        FRAMES (3), SIZE (160x120), OUT (target/demo), BACKEND (auto), THREADS (0 = ORT default)
 # Output: OUT/bench.jsonl, OUT/bench.summary.{md,csv}, OUT/bench.{stages,jf}.svg.
 # Rerunning resumes (finished videos are skipped); delete OUT to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODELS="${MODELS:-sam2.1_hiera_t}"
+MODELS="${MODELS:-edgetam}"
 VIDEOS="${VIDEOS:-2}"
 FRAMES="${FRAMES:-3}"
 SIZE="${SIZE:-160x120}"

@@ -454,3 +454,27 @@ fn synthetic_dataset_is_deterministic() {
     let n = std::fs::read_dir(a.join("Annotations_6fps/synth_0000/000")).unwrap().count();
     assert_eq!(n, 3);
 }
+
+#[test]
+fn random_weight_edgetam_real_size_end_to_end() {
+    // The real-size EdgeTAM graphs (1024×1024 input) with seeded random weights, on one
+    // short synthetic video: the whole harness path users run first.
+    let root = tmp("edgetam-models");
+    let cfg = ModelConfig::builtin("edgetam").unwrap();
+    export_model(&cfg, WeightsFrom::Random(0), &root.join("edgetam"), &Component::ALL).unwrap();
+    let ds = dataset("edgetam-ds", Format::Sav, 1, 3);
+    let dir = tmp("edgetam-run");
+    let mut o = opts(&ds, &["edgetam"], dir.join("bench.jsonl"));
+    o.models_root = root;
+    o.threads = 2;
+    let out = run_bench(&o).unwrap();
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    let l = lines(&dir.join("bench.jsonl"));
+    let vids = results::effective_videos(&l);
+    assert_eq!(vids.len(), 1);
+    let v = &vids[0];
+    assert!(v.ok(), "{v:?}");
+    assert_eq!((v.frames, v.objects, v.masks), (3, 2, 6));
+    assert!(v.stages.image_encoder > 0.0 && v.stages.memory_encoder > 0.0, "{:?}", v.stages);
+    assert!(out.summary_text.contains("edgetam"), "{}", out.summary_text);
+}
