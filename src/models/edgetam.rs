@@ -12,9 +12,8 @@ use crate::error::{graph_err, Result};
 use crate::models::memory_encoder::{mask_for_mem, memory_encoder};
 use crate::models::perceiver::{build_perceiver, PerceiverDims};
 use crate::models::position_encoding::sine_position_encoding;
-use crate::models::{fpn_neck, memory_attention_v2, repvit};
-use crate::onnx::graph::{ConvOpts, Graph, Value};
-use crate::onnx::nn::conv2d;
+use crate::models::{memory_attention_v2, repvit};
+use crate::onnx::graph::Graph;
 use crate::onnx::proto::DataType;
 use crate::weights::Vb;
 
@@ -34,39 +33,13 @@ pub fn build_edgetam_image_encoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> 
             cfg.neck.backbone_channel_list
         )));
     }
-    let (s, d, e) = (cfg.image_size, cfg.hidden_dim(), cfg.embed_side());
+    let s = cfg.image_size;
     let mut g = Graph::new("image_encoder");
     g.set_doc("EdgeTAM SAM2Base.forward_image: RepViT-M1 (BatchNorm folded), FPN neck, scalp, conv_s0/conv_s1");
     let image = g.input("image", DataType::Float, dims![1i64, 3, s as i64, s as i64]);
     let enc = vb.pp("image_encoder");
     let xs = repvit::build_repvit(&mut g, &enc.pp("trunk"), channels, &image, s)?;
-    let kept = xs.len().checked_sub(cfg.neck.scalp).filter(|k| *k >= 2).ok_or_else(|| {
-        graph_err(format!("image_encoder: scalp {} leaves fewer than 2 of {} levels", cfg.neck.scalp, xs.len()))
-    })?;
-    let last = kept - 1;
-    let neck_vb = enc.pp("neck");
-    let fpn = fpn_neck::build_fpn_neck(&mut g, &cfg.neck, &neck_vb, &xs, &[0, 1, last])?;
-    let level = |i: usize| fpn[i].clone().ok_or_else(|| graph_err(format!("image_encoder: fpn level {i} not built")));
-    let (l0, l1, top) = (level(0)?, level(1)?, level(last)?);
-    if (l0.h, l1.h, top.h) != (4 * e, 2 * e, e) || (l0.w, l1.w, top.w) != (4 * e, 2 * e, e) {
-        return Err(graph_err(format!(
-            "image_encoder: level sides {}, {}, {} do not match 4E, 2E, E with E = {e}",
-            l0.h, l1.h, top.h
-        )));
-    }
-    let dec = vb.pp("sam_mask_decoder");
-    let mut conv = |name: &str, x: &Value, cout: usize| {
-        let cvb = dec.pp(name);
-        g.scoped(cvb.prefix(), |g| conv2d(g, &cvb, x, d, cout, 1, &ConvOpts::default(), true))
-    };
-    let f0 = conv("conv_s0", &l0.v, d / 8)?;
-    let f1 = conv("conv_s1", &l1.v, d / 4)?;
-    let pos = fpn_neck::level_position_encoding(&mut g, &cfg.neck, &neck_vb, last, &top);
-    let (e, d) = (e as i64, d as i64);
-    g.output(&f0, "high_res_feat0", DataType::Float, dims![1i64, d / 8, 4 * e, 4 * e]);
-    g.output(&f1, "high_res_feat1", DataType::Float, dims![1i64, d / 4, 2 * e, 2 * e]);
-    g.output(&top.v, "vision_feat", DataType::Float, dims![1i64, d, e, e]);
-    g.output(&pos, "vision_pos", DataType::Float, dims![1i64, d, e, e]);
+    crate::models::image_encoder::neck_and_heads(&mut g, cfg, vb, xs)?;
     Ok(g)
 }
 
