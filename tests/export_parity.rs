@@ -100,3 +100,47 @@ fn sam2_memory_encoder_and_decoder() {
     check("sam2_tiny", Component::MemoryEncoder, &["memory_encoder_sigmoid"]);
     check("sam2_tiny", Component::PromptDecoder, &["prompt_decoder_points_1"]);
 }
+
+/// The TensorRT self-check's synthetic inputs (profile `opt` shapes) are valid inputs of
+/// every exported graph, and the check passes for identical sessions and fails for a
+/// session whose outputs are off (as a miscompiled engine's would be).
+#[test]
+fn self_check_inputs_run_and_the_check_detects_wrong_outputs() {
+    use tamrt::backend::ComponentSession;
+    use tamrt::trt::self_check::synthetic_inputs;
+    use tamrt::weights::TensorF32;
+
+    struct Skewed(Box<dyn ComponentSession>);
+    impl ComponentSession for Skewed {
+        fn run(&mut self, inputs: &[(&str, &TensorF32)]) -> tamrt::Result<Vec<(String, TensorF32)>> {
+            let mut out = self.0.run(inputs)?;
+            for (_, t) in &mut out {
+                for v in &mut t.data {
+                    *v = *v * 1.5 + 0.25;
+                }
+            }
+            Ok(out)
+        }
+        fn backend_name(&self) -> &str {
+            "skewed"
+        }
+        fn input_names(&self) -> Vec<String> {
+            self.0.input_names()
+        }
+    }
+
+    let dir = exported("sam2.1_tiny");
+    let m = tamrt::manifest::Manifest::read(&dir).unwrap();
+    let backend = OrtBackend { threads: 2 };
+    for c in Component::ALL {
+        let inputs = synthetic_inputs(&m.graphs[c.name()]).unwrap();
+        let refs: Vec<(&str, &TensorF32)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut a = backend.load(&dir, c).unwrap();
+        let mut b = backend.load(&dir, c).unwrap();
+        let (err, ok) = tamrt::trt::parity_self_check(a.as_mut(), b.as_mut(), &refs, 1e-3).unwrap();
+        assert!(ok && err == 0.0, "{}: {err}", c.name());
+        let mut bad = Skewed(backend.load(&dir, c).unwrap());
+        let (err, ok) = tamrt::trt::parity_self_check(&mut bad, b.as_mut(), &refs, 5e-2).unwrap();
+        assert!(!ok && err > 0.1, "{}: {err}", c.name());
+    }
+}

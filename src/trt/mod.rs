@@ -9,15 +9,16 @@
 //!   TensorRT 10.3 (JetPack 6.1): a failed build of that graph is retried with another
 //!   optimization level before the component falls back to ONNX Runtime.
 //! - Mask decoder results are wrong on some TensorRT versions before 10.9: every engine
-//!   is checked against ONNX Runtime on one input right after building
-//!   ([`parity_self_check`]); on mismatch that component runs on ONNX Runtime and the
-//!   report says so.
+//!   is checked against ONNX Runtime on one synthetic input right after building
+//!   ([`self_check`], [`parity_self_check`]); a failed engine is never loaded, that
+//!   component runs on ONNX Runtime and the report says so.
 //! - fp16 LayerNorm overflow: the shim pins LayerNorm (decomposed), Softmax and reductions
 //!   to fp32 in reduced-precision engines (`keep_norms_fp32`).
 
 pub mod engine_cache;
 pub mod ffi;
 pub mod profiles;
+pub mod self_check;
 #[cfg(feature = "cuda")]
 pub mod session;
 
@@ -110,12 +111,55 @@ pub fn build_engines(
         match result {
             Ok(()) => {
                 write_stamp(&engine, &stamp)?;
-                out.push((c, EngineOutcome::Built { path: engine, reason, note: note.clone() }));
+                match check_engine(shim, spec, &onnx, &engine, precision) {
+                    Ok(None) => out.push((c, EngineOutcome::Built { path: engine, reason, note: note.clone() })),
+                    Ok(Some(blocked)) => out.push((c, EngineOutcome::Failed { reason: blocked })),
+                    Err(e) => out.push((
+                        c,
+                        EngineOutcome::Built {
+                            path: engine,
+                            reason,
+                            note: Some(format!("parity self-check could not run: {e}")),
+                        },
+                    )),
+                }
             }
             Err(e) => out.push((c, EngineOutcome::Failed { reason: e.to_string() })),
         }
     }
     Ok(out)
+}
+
+/// Run the parity self-check of a freshly built engine against ONNX Runtime and record
+/// the verdict; returns why the engine is blocked, if it failed.
+#[allow(unused_variables)]
+fn check_engine(
+    shim: &Arc<Shim>,
+    spec: &crate::manifest::GraphSpec,
+    onnx: &Path,
+    engine: &Path,
+    precision: Precision,
+) -> Result<Option<String>> {
+    #[cfg(all(feature = "cuda", feature = "ort"))]
+    {
+        if !crate::info::cuda_driver_present() {
+            return Err(Error::new(ErrorKind::Backend, "no CUDA driver"));
+        }
+        let cuda = cudarc::driver::CudaContext::new(0)
+            .map_err(|e| Error::new(ErrorKind::Backend, format!("no CUDA device: {e}")))?;
+        let mut trt = session::TrtSession::load(shim, &cuda, engine)?;
+        let mut ort = crate::backend::ort::OrtSession::load(onnx, 0)?;
+        let inputs = self_check::synthetic_inputs(spec)?;
+        let refs: Vec<(&str, &crate::weights::TensorF32)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let tol = self_check::tolerance(precision);
+        let (rel_err, passed) = parity_self_check(&mut trt, &mut ort, &refs, tol)?;
+        self_check::write_verdict(engine, &self_check::Verdict { rel_err, tolerance: tol, passed })?;
+        Ok(self_check::blocked_reason(engine))
+    }
+    #[cfg(not(all(feature = "cuda", feature = "ort")))]
+    {
+        Err(Error::new(ErrorKind::Backend, "built without the cuda and ort features"))
+    }
 }
 
 /// Compare an engine's outputs with ONNX Runtime's on the same inputs; returns the worst
@@ -190,6 +234,9 @@ impl crate::backend::Backend for TrtBackend {
             opt_level: None,
             profile: spec.trt_profile_desc.clone(),
         };
+        if let Some(reason) = self_check::blocked_reason(&engine) {
+            return Err(Error::new(ErrorKind::Backend, format!("'{}': {reason}", engine.display())));
+        }
         // Options may differ from the defaults; only the graph, TensorRT and GPU must match.
         if let Some(reason) = staleness(&engine, &stamp).filter(|r| r != "build options changed") {
             return Err(Error::new(
