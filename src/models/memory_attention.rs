@@ -21,16 +21,22 @@ use crate::onnx::Value;
 use crate::weights::Vb;
 
 /// `nn.LayerNorm` default eps (norm1..3 and the final norm).
-const LN_EPS: f32 = 1e-5;
+pub(crate) const LN_EPS: f32 = 1e-5;
 
-/// Sizes shared by all layers.
-struct Dims {
+/// Sizes shared by all layers (also EdgeTAM's memory attention).
+pub(crate) struct Dims {
     /// `d_model` (= hidden dim C).
-    d: usize,
+    pub d: usize,
     /// `kv_in_dim` of the cross-attention (= memory dim M).
-    kv: usize,
-    heads: usize,
-    ff: usize,
+    pub kv: usize,
+    pub heads: usize,
+    pub ff: usize,
+}
+
+impl Dims {
+    pub fn hd(&self) -> usize {
+        self.d / self.heads
+    }
 }
 
 /// Build `memory_attention.onnx` (see `export/README.md`).
@@ -110,6 +116,19 @@ struct MemoryTokens {
 
 /// `MemoryAttentionLayer.forward` (dropout is off at inference).
 fn layer(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, mem: &MemoryTokens, rope: &RopeConsts) -> Result<Value> {
+    layer_with(g, vb, dm, tgt, rope, |g, cvb, x| cross_attention(g, cvb, dm, x, mem, rope))
+}
+
+/// `MemoryAttentionLayer.forward` with the cross-attention given (SAM 2's `RoPEAttention`
+/// or EdgeTAM's `RoPEAttentionv2`; it gets the `cross_attn_image` weights and `norm2(tgt)`).
+pub(crate) fn layer_with(
+    g: &mut Graph,
+    vb: &Vb,
+    dm: &Dims,
+    tgt: &Value,
+    rope: &RopeConsts,
+    cross: impl FnOnce(&mut Graph, &Vb, &Value) -> Result<Value>,
+) -> Result<Value> {
     let d = dm.d;
     // _forward_sa: `tgt2 = self.norm1(tgt)`; `q = k = tgt2` (pos_enc_at_attn false)
     let tgt2 = layer_norm(g, &vb.pp("norm1"), tgt, d, LN_EPS)?;
@@ -118,7 +137,7 @@ fn layer(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, mem: &MemoryTokens, rop
 
     // _forward_ca: `tgt2 = self.norm2(tgt)`; queries without pos
     let tgt2 = layer_norm(g, &vb.pp("norm2"), &tgt, d, LN_EPS)?;
-    let ca = g.scoped("cross_attn_image", |g| cross_attention(g, &vb.pp("cross_attn_image"), dm, &tgt2, mem, rope))?;
+    let ca = g.scoped("cross_attn_image", |g| cross(g, &vb.pp("cross_attn_image"), &tgt2))?;
     let tgt = g.add(&tgt, &ca);
 
     // `tgt2 = self.linear2(self.dropout(self.activation(self.linear1(tgt2))))` (relu)
@@ -127,6 +146,12 @@ fn layer(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, mem: &MemoryTokens, rop
     let h = g.relu(&h);
     let h = linear(g, &vb.pp("linear2"), &h, dm.ff, d, true)?;
     Ok(g.add(&tgt, &h))
+}
+
+/// A Linear projection to `d_model` split into heads: `[B, n, in] -> [B, heads, n, d/heads]`.
+pub(crate) fn proj(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, in_dim: usize) -> Result<Value> {
+    let y = linear(g, vb, x, in_dim, dm.d, true)?;
+    Ok(separate_heads(g, &y, dm.heads, dm.hd()))
 }
 
 /// `Attention._separate_heads`: [B, N, C] -> [B, heads, N, C/heads].
@@ -143,8 +168,8 @@ fn recombine_heads(g: &mut Graph, x: &Value, dim: usize) -> Value {
 
 /// `F.scaled_dot_product_attention(q, k, v)` on [B, heads, N, c] tensors, then
 /// `_recombine_heads` and `out_proj`.
-fn attend(g: &mut Graph, vb: &Vb, dm: &Dims, q: &Value, k: &Value, v: &Value) -> Result<Value> {
-    let head_dim = dm.d / dm.heads;
+pub(crate) fn attend(g: &mut Graph, vb: &Vb, dm: &Dims, q: &Value, k: &Value, v: &Value) -> Result<Value> {
+    let head_dim = dm.hd();
     let kt = g.transpose(k, &[0, 1, 3, 2]);
     let s = g.matmul(q, &kt);
     let s = g.mul_scalar(&s, 1.0 / (head_dim as f32).sqrt());
@@ -157,13 +182,9 @@ fn attend(g: &mut Graph, vb: &Vb, dm: &Dims, q: &Value, k: &Value, v: &Value) ->
 /// `RoPEAttention.forward(q=tgt2, k=tgt2, v=tgt2)`: queries and keys both rotated with
 /// the E×E table.
 fn self_attention(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, rope: &RopeConsts) -> Result<Value> {
-    let (d, hd) = (dm.d, dm.d / dm.heads);
-    let q = linear(g, &vb.pp("q_proj"), x, d, d, true)?;
-    let k = linear(g, &vb.pp("k_proj"), x, d, d, true)?;
-    let v = linear(g, &vb.pp("v_proj"), x, d, d, true)?;
-    let q = separate_heads(g, &q, dm.heads, hd);
-    let k = separate_heads(g, &k, dm.heads, hd);
-    let v = separate_heads(g, &v, dm.heads, hd);
+    let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
+    let k = proj(g, &vb.pp("k_proj"), dm, x, dm.d)?;
+    let v = proj(g, &vb.pp("v_proj"), dm, x, dm.d)?;
     // `q, k[:, :, :num_k_rope] = apply_rotary_enc(q, k[:, :, :num_k_rope], ...)`
     let q = apply_rotary(g, &q, rope);
     let k = apply_rotary(g, &k, rope);
@@ -181,19 +202,13 @@ fn cross_attention(
     mem: &MemoryTokens,
     rope: &RopeConsts,
 ) -> Result<Value> {
-    let (d, kv, hd) = (dm.d, dm.kv, dm.d / dm.heads);
-    let q = linear(g, &vb.pp("q_proj"), x, d, d, true)?;
-    let q = separate_heads(g, &q, dm.heads, hd);
+    let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
     let q = apply_rotary(g, &q, rope);
 
     // Same `k_proj` / `v_proj` weights on both parts (row-wise, so projecting the parts
     // separately equals projecting their concatenation).
-    let kvb = vb.pp("k_proj");
-    let vvb = vb.pp("v_proj");
     let kv_part = |g: &mut Graph, k_in: &Value, v_in: &Value| -> Result<(Value, Value)> {
-        let k = linear(g, &kvb, k_in, kv, d, true)?;
-        let v = linear(g, &vvb, v_in, kv, d, true)?;
-        Ok((separate_heads(g, &k, dm.heads, hd), separate_heads(g, &v, dm.heads, hd)))
+        Ok((proj(g, &vb.pp("k_proj"), dm, k_in, dm.kv)?, proj(g, &vb.pp("v_proj"), dm, v_in, dm.kv)?))
     };
     let (k_mem, v_mem) = kv_part(g, &mem.mem_k, &mem.mem_v)?;
     let (k_ptr, v_ptr) = kv_part(g, &mem.ptr_k, &mem.ptr_v)?;

@@ -19,31 +19,19 @@
 use crate::config::ModelConfig;
 use crate::dims;
 use crate::error::{graph_err, Result};
+use crate::models::memory_attention::{attend, layer_with, proj, Dims, LN_EPS};
 use crate::models::perceiver::PerceiverDims;
 use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
 use crate::onnx::graph::Graph;
-use crate::onnx::nn::{layer_norm, linear};
+use crate::onnx::nn::layer_norm;
 use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
 
-/// `nn.LayerNorm` default eps.
-const LN_EPS: f32 = 1e-5;
-
-struct Dims {
-    d: usize,
-    kv: usize,
-    heads: usize,
-    ff: usize,
-    /// Memory tokens per frame and, of those, the rotated (2D) ones at the end.
+/// Memory tokens per frame and, of those, the rotated (2D) ones at the end.
+struct KeyLayout {
     frame_tokens: usize,
     rope_tokens: usize,
-}
-
-impl Dims {
-    fn hd(&self) -> usize {
-        self.d / self.heads
-    }
 }
 
 /// Build EdgeTAM's `memory_attention.onnx`.
@@ -73,14 +61,8 @@ pub fn build_memory_attention_v2(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
             pd.tokens()
         )));
     }
-    let dm = Dims {
-        d: c,
-        kv: m,
-        heads: ma.num_heads,
-        ff: ma.dim_feedforward,
-        frame_tokens: pd.tokens(),
-        rope_tokens: kx * ky,
-    };
+    let dm = Dims { d: c, kv: m, heads: ma.num_heads, ff: ma.dim_feedforward };
+    let kl = KeyLayout { frame_tokens: pd.tokens(), rope_tokens: kx * ky };
 
     let mut g = Graph::new("memory_attention");
     g.set_doc("EdgeTAM MemoryAttention.forward (batch-first): RoPEAttention self, RoPEAttentionv2 cross");
@@ -116,7 +98,9 @@ pub fn build_memory_attention_v2(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     for i in 0..ma.num_layers {
         let lvb = vb.pp("layers").pp(i);
         output = g.scoped(&format!("memory_attention.layers.{i}"), |g| {
-            layer(g, &lvb, &dm, &output, &mem, &rope_q, &rope_k)
+            layer_with(g, &lvb, &dm, &output, &rope_q, |g, cvb, x| {
+                cross_attention(g, cvb, &dm, &kl, x, &mem, &rope_q, &rope_k)
+            })
         })?;
     }
     let out = layer_norm(&mut g, &vb.pp("norm"), &output, c, LN_EPS)?;
@@ -126,68 +110,14 @@ pub fn build_memory_attention_v2(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     Ok(g)
 }
 
-/// `MemoryAttentionLayer.forward`: self-attention, cross-attention, ReLU MLP, each
-/// pre-norm with a residual.
-fn layer(
-    g: &mut Graph,
-    vb: &Vb,
-    dm: &Dims,
-    tgt: &Value,
-    mem: &[Value; 4],
-    rope_q: &RopeConsts,
-    rope_k: &RopeConsts,
-) -> Result<Value> {
-    let d = dm.d;
-    let tgt2 = layer_norm(g, &vb.pp("norm1"), tgt, d, LN_EPS)?;
-    let sa = g.scoped("self_attn", |g| -> Result<Value> {
-        let svb = vb.pp("self_attn");
-        let q = proj(g, &svb.pp("q_proj"), dm, &tgt2, d)?;
-        let k = proj(g, &svb.pp("k_proj"), dm, &tgt2, d)?;
-        let v = proj(g, &svb.pp("v_proj"), dm, &tgt2, d)?;
-        let q = apply_rotary(g, &q, rope_q);
-        let k = apply_rotary(g, &k, rope_q);
-        attend(g, &svb, dm, &q, &k, &v)
-    })?;
-    let tgt = g.add(tgt, &sa);
-
-    let tgt2 = layer_norm(g, &vb.pp("norm2"), &tgt, d, LN_EPS)?;
-    let ca = g.scoped("cross_attn_image", |g| {
-        cross_attention(g, &vb.pp("cross_attn_image"), dm, &tgt2, mem, rope_q, rope_k)
-    })?;
-    let tgt = g.add(&tgt, &ca);
-
-    let tgt2 = layer_norm(g, &vb.pp("norm3"), &tgt, d, LN_EPS)?;
-    let h = linear(g, &vb.pp("linear1"), &tgt2, d, dm.ff, true)?;
-    let h = g.relu(&h);
-    let h = linear(g, &vb.pp("linear2"), &h, dm.ff, d, true)?;
-    Ok(g.add(&tgt, &h))
-}
-
-/// A Linear projection to `d`, split into heads: `[B, n, d] -> [B, heads, n, d/heads]`.
-fn proj(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, in_dim: usize) -> Result<Value> {
-    let y = linear(g, vb, x, in_dim, dm.d, true)?;
-    let y = g.reshape(&y, &[0, 0, dm.heads as i64, dm.hd() as i64]);
-    Ok(g.transpose(&y, &[0, 2, 1, 3]))
-}
-
-/// Scaled dot-product attention on heads, `_recombine_heads`, `out_proj`.
-fn attend(g: &mut Graph, vb: &Vb, dm: &Dims, q: &Value, k: &Value, v: &Value) -> Result<Value> {
-    let kt = g.transpose(k, &[0, 1, 3, 2]);
-    let s = g.matmul(q, &kt);
-    let s = g.mul_scalar(&s, 1.0 / (dm.hd() as f32).sqrt());
-    let p = g.softmax(&s, -1);
-    let o = g.matmul(&p, v);
-    let o = g.transpose(&o, &[0, 2, 1, 3]);
-    let o = g.reshape(&o, &[0, 0, dm.d as i64]);
-    linear(g, &vb.pp("out_proj"), &o, dm.d, dm.d, true)
-}
-
 /// `RoPEAttentionv2.forward(q, k=memory + pos, v=memory, num_k_exclude_rope=P,
 /// rope_k_repeat=frames)`.
+#[allow(clippy::too_many_arguments)]
 fn cross_attention(
     g: &mut Graph,
     vb: &Vb,
     dm: &Dims,
+    kl: &KeyLayout,
     x: &Value,
     mem: &[Value; 4],
     rope_q: &RopeConsts,
@@ -203,7 +133,7 @@ fn cross_attention(
     let k_ptr = proj(g, &vb.pp("k_proj"), dm, ptr_k, dm.kv)?;
     let v_ptr = proj(g, &vb.pp("v_proj"), dm, ptr_v, dm.kv)?;
     // `x.view(B, h, frames, n, c)`: per frame, tokens [0, n − R) unrotated, [n − R, n) rotated
-    let (n, r, hd) = (dm.frame_tokens as i64, dm.rope_tokens as i64, dm.hd() as i64);
+    let (n, r, hd) = (kl.frame_tokens as i64, kl.rope_tokens as i64, dm.hd() as i64);
     let k_mem = if n == r {
         apply_rotary(g, &k_mem, rope_k)
     } else {
