@@ -24,7 +24,7 @@ use tamrt::tracker::resize::{bilinear, bilinear_aa, pil_resize_rgb8};
 use tamrt::tracker::{run_track_job, FrameDir, FrameSource, TrackJob, TrackerModels, TrackerOptions};
 
 mod common;
-use common::{f32_tensors, merge_overrides, sha256_hex, track_and_compare, IOU_MIN, LOGIT_REL};
+use common::{check_fixture_scenario, f32_tensors, merge_overrides, sha256_hex, IOU_MIN, LOGIT_REL};
 /// Largest per-channel difference allowed between tamrt's and PIL's JPEG decoding.
 const JPEG_MAX_DIFF: u32 = 4;
 
@@ -84,20 +84,8 @@ fn check_scenario(fx: &Path, name: &str, opts: TrackerOptions) -> (f64, f32) {
 }
 
 fn check_scenario_with(fx: &Path, name: &str, opts: TrackerOptions, models: TrackerModels) -> (f64, f32) {
-    let m = meta(fx);
-    let sc = &m["scenarios"][name];
     let video = FrameDir::open(&fx.join("frames")).unwrap();
-    let order: Vec<usize> = sc["order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    track_and_compare(
-        name,
-        models,
-        &video,
-        &fx.join(format!("prompts_{name}.json")),
-        sc["reverse"].as_bool().unwrap(),
-        &order,
-        &fx.join(format!("ref_{name}.safetensors")),
-        opts,
-    )
+    check_fixture_scenario(fx, &meta(fx), &video, name, models, opts)
 }
 
 #[test]

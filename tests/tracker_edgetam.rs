@@ -23,7 +23,7 @@ use tamrt::export::{export_model, Component, WeightsFrom};
 use tamrt::tracker::{FrameDir, TrackerModels, TrackerOptions};
 
 mod common;
-use common::{merge_overrides, sha256_hex, track_and_compare};
+use common::{check_fixture_scenario, merge_overrides, sha256_hex};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -66,22 +66,10 @@ fn exported() -> PathBuf {
 /// Track a scenario and compare with the reference logits; returns (worst IoU, worst
 /// relative logit error).
 fn check_scenario(name: &str, opts: TrackerOptions) -> (f64, f32) {
-    let fx = fixture();
     let m = meta();
-    let sc = &m["scenarios"][name];
     let video = FrameDir::open(&root().join(m["clip"]["frames_dir"].as_str().unwrap())).unwrap();
-    let order: Vec<usize> = sc["order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     let models = TrackerModels::load(&OrtBackend { threads: 2 }, &exported()).unwrap();
-    track_and_compare(
-        name,
-        models,
-        &video,
-        &fx.join(format!("prompts_{name}.json")),
-        sc["reverse"].as_bool().unwrap(),
-        &order,
-        &fx.join(format!("ref_{name}.safetensors")),
-        opts,
-    )
+    check_fixture_scenario(&fixture(), &m, &video, name, models, opts)
 }
 
 #[test]

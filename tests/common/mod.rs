@@ -117,3 +117,28 @@ pub fn track_and_compare(
     println!("{name}: worst IoU {worst_iou:.5}, worst logit error {worst_rel:.2e} of max|ref|");
     (worst_iou, worst_rel)
 }
+
+/// Track scenario `name` of a tracker fixture (`fx` holds `prompts_<name>.json` and
+/// `ref_<name>.safetensors`; `meta.json`'s `scenarios.<name>` gives `reverse` and the
+/// processing `order`) and compare with the references.
+pub fn check_fixture_scenario(
+    fx: &Path,
+    meta: &serde_json::Value,
+    video: &FrameDir,
+    name: &str,
+    models: TrackerModels,
+    opts: TrackerOptions,
+) -> (f64, f32) {
+    let sc = &meta["scenarios"][name];
+    let order: Vec<usize> = sc["order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    track_and_compare(
+        name,
+        models,
+        video,
+        &fx.join(format!("prompts_{name}.json")),
+        sc["reverse"].as_bool().unwrap(),
+        &order,
+        &fx.join(format!("ref_{name}.safetensors")),
+        opts,
+    )
+}
