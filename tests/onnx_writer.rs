@@ -149,3 +149,93 @@ fn external_data_model_loads_and_matches() {
     assert_eq!(ya, yb);
     assert!(ya.data.iter().any(|v| *v != 0.0));
 }
+
+/// Deterministic values in [-2, 2) for test inputs.
+fn ramp(n: usize, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2654435761).wrapping_add(12345);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 4000) as f32 / 1000.0 - 2.0
+        })
+        .collect()
+}
+
+/// `nn::sdpa` in query blocks (3 rows, the last block 1 row) equals softmax(q·kᵀ)·v
+/// computed here in f64, with the value head broadcast over 2 query heads.
+/// Tolerance 1e-5 absolute: fp32 dot products of 4 O(1) terms and a softmax.
+#[test]
+fn sdpa_in_query_blocks_equals_plain_attention() {
+    let (h, nq, nk, c, cv) = (2usize, 10usize, 7usize, 4usize, 3usize);
+    let mut g = Graph::new("t");
+    let q = g.input("q", DataType::Float, dims![1i64, h as i64, nq as i64, c as i64]);
+    let kt = g.input("kt", DataType::Float, dims![1i64, h as i64, c as i64, "nk"]);
+    let v = g.input("v", DataType::Float, dims![1i64, 1i64, "nk", cv as i64]);
+    let o = tamrt::onnx::nn::sdpa(&mut g, &q, &kt, &v, nq, 3);
+    // Split, 4 blocks of ≤ 3 rows × (MatMul, Softmax, MatMul), Concat
+    assert_eq!(g.num_nodes(), 1 + 4 * 3 + 1);
+    g.output(&o, "o", DataType::Float, dims![1i64, h as i64, nq as i64, cv as i64]);
+    let (qv, ktv, vv) = (ramp(h * nq * c, 1), ramp(h * c * nk, 2), ramp(nk * cv, 3));
+    let inputs = [
+        TensorF32::new(vec![1, h, nq, c], qv.clone()),
+        TensorF32::new(vec![1, h, c, nk], ktv.clone()),
+        TensorF32::new(vec![1, 1, nk, cv], vv.clone()),
+    ];
+    let mut out = run(g, &[("q", &inputs[0]), ("kt", &inputs[1]), ("v", &inputs[2])]);
+    let o = take_output(&mut out, "o").unwrap();
+    assert_eq!(o.shape, vec![1, h, nq, cv]);
+    for hh in 0..h {
+        for i in 0..nq {
+            let s: Vec<f64> = (0..nk)
+                .map(|j| (0..c).map(|d| qv[(hh * nq + i) * c + d] as f64 * ktv[(hh * c + d) * nk + j] as f64).sum())
+                .collect();
+            let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();
+            for e in 0..cv {
+                let want: f64 = (0..nk).map(|j| (s[j] - mx).exp() / z * vv[j * cv + e] as f64).sum();
+                let got = o.data[(hh * nq + i) * cv + e] as f64;
+                assert!((got - want).abs() < 1e-5, "o[{hh},{i},{e}] = {got}, want {want}");
+            }
+        }
+    }
+}
+
+/// Hiera run in bands of window rows (`build_hiera_banded` with a 1-byte budget: every
+/// windowed block without padding is split into bands of one window row) equals the
+/// unbanded trunk on the reduced SAM 2.1 config. Tolerance 1e-5 of the output's max:
+/// the same products per token, only the MatMul row counts differ.
+#[test]
+fn hiera_in_bands_equals_whole_map() {
+    use tamrt::config::ModelConfig;
+    use tamrt::models::hiera::build_hiera_banded;
+    use tamrt::weights::{RandomWeights, Weights};
+    let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sam2.1_tiny/config.json");
+    let cfg = ModelConfig::from_json_file(&fx).unwrap();
+    let hc = cfg.hiera().unwrap();
+    let s = cfg.image_size;
+    let w = Weights::new(Box::new(RandomWeights { seed: 7 }));
+    let trunk = |band_bytes: usize| {
+        let mut g = Graph::new("trunk");
+        let image = g.input("image", DataType::Float, dims![1i64, 3, s as i64, s as i64]);
+        let xs = build_hiera_banded(&mut g, hc, &w.root().pp("trunk"), &image, s, band_bytes).unwrap();
+        for (i, x) in xs.iter().enumerate() {
+            g.output(&x.v, &format!("level{i}"), DataType::Float, dims![1i64, x.c as i64, x.h as i64, x.w as i64]);
+        }
+        (g.num_nodes(), g)
+    };
+    let (nodes_whole, whole) = trunk(usize::MAX);
+    let (nodes_banded, banded) = trunk(1);
+    assert!(nodes_banded > nodes_whole, "the 1-byte budget must band some block");
+    let image = TensorF32::new(vec![1, 3, s, s], ramp(3 * s * s, 9));
+    let a = run(whole, &[("image", &image)]);
+    let b = run(banded, &[("image", &image)]);
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!((na, &ta.shape), (nb, &tb.shape));
+        let max = ta.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = ta.data.iter().zip(&tb.data).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(max > 0.0 && err <= 1e-5 * max, "{na}: max |banded − whole| {err} of max {max}");
+    }
+}

@@ -218,6 +218,11 @@ pub struct FeatureMap {
     pub w: usize,
 }
 
+/// Largest per-band activation (bytes) of a windowed block before it is run in bands (see
+/// [`build_hiera_banded`]): Hiera-T's first-stage blocks at 1024 px hold 100–150 MB
+/// tensors otherwise (qkv of 65 536 tokens × 576, the MLP's 384-wide hidden layer).
+pub const BAND_BYTES: usize = 16 << 20;
+
 /// `Hiera.forward`: the NCHW output of every stage end, highest resolution first.
 pub fn build_hiera(
     g: &mut Graph,
@@ -225,6 +230,23 @@ pub fn build_hiera(
     vb: &Vb,
     image: &Value,
     image_size: usize,
+) -> Result<Vec<FeatureMap>> {
+    build_hiera_banded(g, cfg, vb, image, image_size, BAND_BYTES)
+}
+
+/// [`build_hiera`], with each windowed block whose widest activation (qkv or MLP hidden,
+/// fp32) exceeds `band_bytes` run in horizontal bands of whole windows: window attention,
+/// q-pooling (2×2 inside a window), LayerNorm and the MLP all act within a window or a
+/// token, so a band of window rows is computed exactly as in the whole map, and the
+/// bands are concatenated back. Global-attention blocks and maps that need window
+/// padding are never banded.
+pub fn build_hiera_banded(
+    g: &mut Graph,
+    cfg: &HieraConfig,
+    vb: &Vb,
+    image: &Value,
+    image_size: usize,
+    band_bytes: usize,
 ) -> Result<Vec<FeatureMap>> {
     let layout = HieraLayout::new(cfg)?;
     let side = patch_grid(image_size);
@@ -241,7 +263,7 @@ pub fn build_hiera(
     let mut outputs = Vec::new();
     for (i, spec) in layout.blocks.iter().enumerate() {
         let bvb = vb.pp("blocks").pp(i);
-        x = g.scoped(bvb.prefix(), |g| multi_scale_block(g, &bvb, spec, &x))?;
+        x = g.scoped(bvb.prefix(), |g| banded_block(g, &bvb, spec, &x, band_bytes))?;
         if layout.stage_ends.contains(&i) {
             // feats = x.permute(0, 3, 1, 2)
             let v = g.transpose(&x.v, &[0, 3, 1, 2]);
@@ -249,6 +271,38 @@ pub fn build_hiera(
         }
     }
     Ok(outputs)
+}
+
+/// Window rows per band of `x` for `spec` (`None`: run the block whole).
+fn band_rows(spec: &BlockSpec, x: &Tokens, band_bytes: usize) -> Option<usize> {
+    let ws = spec.window_size;
+    if ws == 0 || !x.h.is_multiple_of(ws) || !x.w.is_multiple_of(ws) {
+        return None;
+    }
+    let widest = (3 * spec.dim_out).max((spec.dim_out as f64 * MLP_RATIO) as usize);
+    let row_bytes = x.w * widest * 4;
+    if x.h * row_bytes <= band_bytes {
+        return None;
+    }
+    let rows = (band_bytes / row_bytes / ws * ws).max(ws);
+    (rows < x.h).then_some(rows)
+}
+
+/// `MultiScaleBlock.forward`, in bands of window rows where [`band_rows`] says so.
+fn banded_block(g: &mut Graph, vb: &Vb, spec: &BlockSpec, x: &Tokens, band_bytes: usize) -> Result<Tokens> {
+    let Some(rows) = band_rows(spec, x, band_bytes) else {
+        return multi_scale_block(g, vb, spec, x);
+    };
+    let sizes: Vec<i64> = (0..x.h).step_by(rows).map(|r| (x.h - r).min(rows) as i64).collect();
+    let bands = g.split(&x.v, &sizes, 1);
+    let mut outs = Vec::with_capacity(bands.len());
+    for (band, &h) in bands.iter().zip(&sizes) {
+        outs.push(multi_scale_block(g, vb, spec, &Tokens { v: band.clone(), h: h as usize, ..x.clone() })?);
+    }
+    let first = outs[0].clone();
+    let refs: Vec<&Value> = outs.iter().map(|t| &t.v).collect();
+    let h = outs.iter().map(|t| t.h).sum();
+    Ok(Tokens { v: g.concat(&refs, 1), h, ..first })
 }
 
 /// `do_pool(x, nn.MaxPool2d(2, 2))` on channels-last `[n, h, w, c]`.
@@ -373,9 +427,8 @@ fn multi_scale_attention(
     let kt = g.transpose(&k, &[0, 2, 3, 1]);
     let v = g.reshape(v, &[0, nk, h_, hd_]);
     let v = g.transpose(&v, &[0, 2, 1, 3]);
-    let s = g.matmul(&q, &kt);
-    let p = g.softmax(&s, -1);
-    let o = g.matmul(&p, &v);
+    // (the global-attention blocks have 4096 queries: run in row blocks, see `nn::sdpa`)
+    let o = nn::sdpa(g, &q, &kt, &v, qh * qw, nn::ATTN_QUERY_BLOCK);
     // x.transpose(1, 2).reshape(B, H, W, -1); x = self.proj(x)
     let o = g.transpose(&o, &[0, 2, 1, 3]);
     let o = g.reshape(&o, &[0, qh as i64, qw as i64, d]);

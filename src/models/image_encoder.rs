@@ -9,7 +9,7 @@ use crate::models::{fpn_neck, hiera};
 use crate::onnx::graph::ConvOpts;
 use crate::onnx::nn;
 use crate::onnx::proto::DataType;
-use crate::onnx::Graph;
+use crate::onnx::{Graph, Value};
 use crate::weights::Vb;
 
 /// Build `image_encoder.onnx` (see `export/README.md`).
@@ -50,26 +50,49 @@ pub(crate) fn neck_and_heads(g: &mut Graph, cfg: &ModelConfig, vb: &Vb, xs: Vec<
     })?;
     let last = kept - 1;
     let neck_vb = enc.pp("neck");
-    let fpn = fpn_neck::build_fpn_neck(g, &cfg.neck, &neck_vb, &xs, &[0, 1, last])?;
-    let level = |i: usize| fpn[i].clone().ok_or_else(|| graph_err(format!("image_encoder: fpn level {i} not built")));
-    let (l0, l1, top) = (level(0)?, level(1)?, level(last)?);
+    let n = xs.len() - 1;
+    // Levels 0 and 1 off `fpn_top_down_levels` are the lateral 1×1 conv alone, followed
+    // by the SAM head's 1×1 `conv_s0` / `conv_s1`: one folded 1×1 conv (see `fold_1x1`).
+    let lateral_only = |i: usize| !cfg.neck.fpn_top_down_levels.contains(&i);
+    let wanted: Vec<usize> = [0, 1].into_iter().filter(|&i| !lateral_only(i)).chain([last]).collect();
+    let fpn = fpn_neck::build_fpn_neck(g, &cfg.neck, &neck_vb, &xs, &wanted)?;
+    let top = fpn[last].clone().ok_or_else(|| graph_err(format!("image_encoder: fpn level {last} not built")))?;
 
     // The contract's sizes: E = image_size / backbone_stride.
     let e = cfg.embed_side();
-    if (l0.h, l1.h, top.h) != (4 * e, 2 * e, e) || (l0.w, l1.w, top.w) != (4 * e, 2 * e, e) {
+    let (x0, x1) = (&xs[0], &xs[1]);
+    if (x0.h, x1.h, top.h) != (4 * e, 2 * e, e) || (x0.w, x1.w, top.w) != (4 * e, 2 * e, e) {
         return Err(graph_err(format!(
             "image_encoder: level sides {}, {}, {} do not match 4E, 2E, E with E = {e}",
-            l0.h, l1.h, top.h
+            x0.h, x1.h, top.h
         )));
     }
     // backbone_fpn[0] = self.sam_mask_decoder.conv_s0(backbone_fpn[0]); same for [1]
     let dec = vb.pp("sam_mask_decoder");
-    let mut conv = |name: &str, x: &hiera::FeatureMap, cout: usize| {
+    let mut head = |i: usize, name: &str, cout: usize| -> Result<Value> {
         let cvb = dec.pp(name);
-        g.scoped(cvb.prefix(), |g| nn::conv2d(g, &cvb, &x.v, d, cout, 1, &ConvOpts::default(), true))
+        if lateral_only(i) {
+            let lvb = neck_vb.pp("convs").pp(n - i).pp("conv");
+            let cin = cfg.neck.backbone_channel_list[n - i];
+            if cin != xs[i].c {
+                return Err(graph_err(format!(
+                    "fpn neck: level {i} has {} channels, convs.{} expects {cin}",
+                    xs[i].c,
+                    n - i
+                )));
+            }
+            let (w, b) = fold_1x1(&lvb, &cvb, cin, d, cout)?;
+            let name = format!("{}@{}", cvb.prefix(), lvb.prefix());
+            let w = g.initializer(&format!("{name}.weight"), &[cout, cin, 1, 1], w.into());
+            let b = g.initializer(&format!("{name}.bias"), &[cout], b.into());
+            Ok(g.scoped(cvb.prefix(), |g| g.conv(&xs[i].v, &w, Some(&b), &ConvOpts::default())))
+        } else {
+            let fm = fpn[i].as_ref().ok_or_else(|| graph_err(format!("image_encoder: fpn level {i} not built")))?;
+            g.scoped(cvb.prefix(), |g| nn::conv2d(g, &cvb, &fm.v, d, cout, 1, &ConvOpts::default(), true))
+        }
     };
-    let f0 = conv("conv_s0", &l0, d / 8)?;
-    let f1 = conv("conv_s1", &l1, d / 4)?;
+    let f0 = head(0, "conv_s0", d / 8)?;
+    let f1 = head(1, "conv_s1", d / 4)?;
     // output["vision_pos_enc"][-1]
     let pos = fpn_neck::level_position_encoding(g, &cfg.neck, &neck_vb, last, &top);
 
@@ -79,4 +102,27 @@ pub(crate) fn neck_and_heads(g: &mut Graph, cfg: &ModelConfig, vb: &Vb, xs: Vec<
     g.output(&top.v, "vision_feat", DataType::Float, dims![1i64, d, e, e]);
     g.output(&pos, "vision_pos", DataType::Float, dims![1i64, d, e, e]);
     Ok(())
+}
+
+/// Two 1×1 convolutions in a row, `second(first(x))` with `first: cin → mid` and
+/// `second: mid → cout`, as one: `W = W2·W1`, `b = W2·b1 + b2` (summed in double). Used
+/// for `conv_s0(convs[n].conv(x))`: the 256-wide lateral map at 4E×4E (67 MB for a
+/// 1024 px frame) is never formed, and the products shrink from cin·256 + 256·cout to
+/// cin·cout per pixel.
+fn fold_1x1(first: &Vb, second: &Vb, cin: usize, mid: usize, cout: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let w1 = first.tensor("weight", &[mid, cin, 1, 1])?;
+    let b1 = first.tensor("bias", &[mid])?;
+    let w2 = second.tensor("weight", &[cout, mid, 1, 1])?;
+    let b2 = second.tensor("bias", &[cout])?;
+    let mut w = vec![0f32; cout * cin];
+    let mut b = vec![0f32; cout];
+    for o in 0..cout {
+        for i in 0..cin {
+            w[o * cin + i] =
+                (0..mid).map(|m| w2.data[o * mid + m] as f64 * w1.data[m * cin + i] as f64).sum::<f64>() as f32;
+        }
+        b[o] =
+            ((0..mid).map(|m| w2.data[o * mid + m] as f64 * b1.data[m] as f64).sum::<f64>() + b2.data[o] as f64) as f32;
+    }
+    Ok((w, b))
 }

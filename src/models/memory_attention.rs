@@ -15,7 +15,7 @@ use crate::dims;
 use crate::error::{graph_err, Result};
 use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
 use crate::onnx::graph::Graph;
-use crate::onnx::nn::{layer_norm, linear};
+use crate::onnx::nn::{layer_norm, linear, sdpa, sdpa_scale, ATTN_QUERY_BLOCK};
 use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
@@ -166,17 +166,66 @@ fn recombine_heads(g: &mut Graph, x: &Value, dim: usize) -> Value {
     g.reshape(&x, &[0, 0, dim as i64])
 }
 
-/// `F.scaled_dot_product_attention(q, k, v)` on [B, heads, N, c] tensors, then
-/// `_recombine_heads` and `out_proj`.
-pub(crate) fn attend(g: &mut Graph, vb: &Vb, dm: &Dims, q: &Value, k: &Value, v: &Value) -> Result<Value> {
-    let head_dim = dm.hd();
+/// `F.scaled_dot_product_attention(q, k, v)` on [B, heads, N, c] tensors (queries the
+/// E×E grid), then `_recombine_heads` and `out_proj`.
+pub(crate) fn attend(g: &mut Graph, vb: &Vb, dm: &Dims, nq: usize, q: &Value, k: &Value, v: &Value) -> Result<Value> {
+    let q = g.mul_scalar(q, sdpa_scale(dm.hd()));
     let kt = g.transpose(k, &[0, 1, 3, 2]);
-    let s = g.matmul(q, &kt);
-    let s = g.mul_scalar(&s, 1.0 / (head_dim as f32).sqrt());
-    let p = g.softmax(&s, -1);
-    let o = g.matmul(&p, v);
+    let o = sdpa(g, &q, &kt, v, nq, ATTN_QUERY_BLOCK);
     let o = recombine_heads(g, &o, dm.d);
     linear(g, &vb.pp("out_proj"), &o, dm.d, dm.d, true)
+}
+
+/// The cross-attention's `F.scaled_dot_product_attention(q, k, v_proj(x))`,
+/// `_recombine_heads` and `out_proj`, with the value projection moved behind the
+/// attention: the attention weights of a query sum to 1, so per head
+/// `softmax(s)·(x·Wvᵀ + bv) = (softmax(s)·x)·Wvᵀ + bv`, and `out_proj` is linear too, so
+/// `out_proj(concat_h(a_h·x·Wv_hᵀ) + bv) = Σ_h (a_h·x)·(Wo_h·Wv_h)ᵀ + (Wo·bv + bo)`.
+/// `x` is the raw memory (`kv_in_dim` = 64 wide, not 256): the product with the
+/// attention weights costs a quarter, and one `[heads·kv, d]` matrix (`Wo_h·Wv_h`
+/// folded in double at export) replaces two projections. `x: [B, N, kv]`.
+pub(crate) fn attend_raw_values(
+    g: &mut Graph,
+    vb: &Vb,
+    dm: &Dims,
+    nq: usize,
+    q: &Value,
+    k: &Value,
+    x: &Value,
+) -> Result<Value> {
+    let (d, kv, heads, hd) = (dm.d, dm.kv, dm.heads, dm.hd());
+    let wv = vb.pp("v_proj").tensor("weight", &[d, kv])?;
+    let bv = vb.pp("v_proj").tensor("bias", &[d])?;
+    let wo = vb.pp("out_proj").tensor("weight", &[d, d])?;
+    let bo = vb.pp("out_proj").tensor("bias", &[d])?;
+    // folded[(h·kv + e), o] = Σ_{r in head h} Wo[o, r]·Wv[r, e]
+    let mut folded = vec![0f32; heads * kv * d];
+    for h in 0..heads {
+        for e in 0..kv {
+            for o in 0..d {
+                let acc: f64 =
+                    (h * hd..(h + 1) * hd).map(|r| wo.data[o * d + r] as f64 * wv.data[r * kv + e] as f64).sum();
+                folded[(h * kv + e) * d + o] = acc as f32;
+            }
+        }
+    }
+    let bias: Vec<f32> = (0..d)
+        .map(|o| {
+            ((0..d).map(|r| wo.data[o * d + r] as f64 * bv.data[r] as f64).sum::<f64>() + bo.data[o] as f64) as f32
+        })
+        .collect();
+    let w = g.initializer(&format!("{}.out_proj@v_proj^T", vb.prefix()), &[heads * kv, d], folded.into());
+    let b = g.initializer(&format!("{}.out_proj@v_proj.bias", vb.prefix()), &[d], bias.into());
+
+    let q = g.mul_scalar(q, sdpa_scale(hd));
+    let kt = g.transpose(k, &[0, 1, 3, 2]);
+    // one value head shared by all heads: [B, 1, N, kv]
+    let x = g.unsqueeze(x, &[1]);
+    let o = sdpa(g, &q, &kt, &x, nq, ATTN_QUERY_BLOCK);
+    // [B, heads, nq, kv] -> [B, nq, heads·kv]
+    let o = recombine_heads(g, &o, heads * kv);
+    let o = g.matmul(&o, &w);
+    Ok(g.add(&o, &b))
 }
 
 /// `RoPEAttention.forward(q=tgt2, k=tgt2, v=tgt2)`: queries and keys both rotated with
@@ -188,7 +237,7 @@ fn self_attention(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, rope: &RopeConst
     // `q, k[:, :, :num_k_rope] = apply_rotary_enc(q, k[:, :, :num_k_rope], ...)`
     let q = apply_rotary(g, &q, rope);
     let k = apply_rotary(g, &k, rope);
-    attend(g, vb, dm, &q, &k, &v)
+    attend(g, vb, dm, rope.len, &q, &k, &v)
 }
 
 /// `RoPEAttention.forward(q=tgt2, k=memory + pos, v=memory, num_k_exclude_rope=P)`
@@ -205,19 +254,16 @@ fn cross_attention(
     let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
     let q = apply_rotary(g, &q, rope);
 
-    // Same `k_proj` / `v_proj` weights on both parts (row-wise, so projecting the parts
-    // separately equals projecting their concatenation).
-    let kv_part = |g: &mut Graph, k_in: &Value, v_in: &Value| -> Result<(Value, Value)> {
-        Ok((proj(g, &vb.pp("k_proj"), dm, k_in, dm.kv)?, proj(g, &vb.pp("v_proj"), dm, v_in, dm.kv)?))
-    };
-    let (k_mem, v_mem) = kv_part(g, &mem.mem_k, &mem.mem_v)?;
-    let (k_ptr, v_ptr) = kv_part(g, &mem.ptr_k, &mem.ptr_v)?;
+    // Same `k_proj` weights on both parts (row-wise, so projecting the parts separately
+    // equals projecting their concatenation).
+    let k_mem = proj(g, &vb.pp("k_proj"), dm, &mem.mem_k, dm.kv)?;
+    let k_ptr = proj(g, &vb.pp("k_proj"), dm, &mem.ptr_k, dm.kv)?;
     // `repeat_freqs_k`: [B, h, T, c] is rotated as [B, h, T / (E·E), E·E, ...]
     let k_mem = apply_rotary(g, &k_mem, rope);
     // `torch.cat(to_cat_memory, dim=0)`: spatial tokens first, then pointers
     let k = g.concat(&[&k_mem, &k_ptr], 2);
-    let v = g.concat(&[&v_mem, &v_ptr], 2);
-    attend(g, vb, dm, &q, &k, &v)
+    let x = g.concat(&[&mem.mem_v, &mem.ptr_v], 1);
+    attend_raw_values(g, vb, dm, rope.len, &q, &k, &x)
 }
 
 #[cfg(test)]

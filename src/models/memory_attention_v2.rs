@@ -19,7 +19,7 @@
 use crate::config::ModelConfig;
 use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::models::memory_attention::{attend, layer_with, proj, Dims, LN_EPS};
+use crate::models::memory_attention::{attend_raw_values, layer_with, proj, Dims, LN_EPS};
 use crate::models::perceiver::PerceiverDims;
 use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
 use crate::onnx::graph::Graph;
@@ -129,9 +129,7 @@ fn cross_attention(
     let q = apply_rotary(g, &q, rope_q);
     // k_proj / v_proj act row-wise: the spatial and pointer parts are projected apart
     let k_mem = proj(g, &vb.pp("k_proj"), dm, mem_k, dm.kv)?;
-    let v_mem = proj(g, &vb.pp("v_proj"), dm, mem_v, dm.kv)?;
     let k_ptr = proj(g, &vb.pp("k_proj"), dm, ptr_k, dm.kv)?;
-    let v_ptr = proj(g, &vb.pp("v_proj"), dm, ptr_v, dm.kv)?;
     // `x.view(B, h, frames, n, c)`: per frame, tokens [0, n − R) unrotated, [n − R, n) rotated
     let (n, r, hd) = (kl.frame_tokens as i64, kl.rope_tokens as i64, dm.hd() as i64);
     let k_mem = if n == r {
@@ -146,8 +144,9 @@ fn cross_attention(
         g.reshape(&kf, &[0, 0, -1, hd])
     };
     let k = g.concat(&[&k_mem, &k_ptr], 2);
-    let v = g.concat(&[&v_mem, &v_ptr], 2);
-    attend(g, vb, dm, &q, &k, &v)
+    // `v_proj` folded into `out_proj` (see `attend_raw_values`)
+    let x = g.concat(&[mem_v, ptr_v], 1);
+    attend_raw_values(g, vb, dm, rope_q.len, &q, &k, &x)
 }
 
 #[cfg(test)]

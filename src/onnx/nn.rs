@@ -110,3 +110,45 @@ pub fn mlp(
     }
     Ok(x)
 }
+
+/// Query rows per attention block in [`sdpa`]: the memory attention's cross-attention
+/// scores of one block are `256 × (frames·4096 + pointer tokens)` floats per object
+/// (29 MB at 7 frames), Hiera's global attention `heads × 256 × 4096` (16 MB for
+/// Hiera-T's 4 heads).
+pub const ATTN_QUERY_BLOCK: usize = 256;
+
+/// `F.scaled_dot_product_attention(q, k, v)` (no mask, no dropout) on `q: [B, h, nq, c]`,
+/// keys given transposed (`kt: [B, h, c, nk]`, `nk` may be dynamic) and `v: [B, h or 1,
+/// nk, cv]`; returns `[B, h, nq, cv]`.
+///
+/// The `1/√c` scale is applied to the queries (`nq·c` products instead of `nq·nk`), and
+/// the queries run in blocks of at most `block` rows, each block with its own scores,
+/// softmax and product: row `i` of the result only depends on row `i` of `q`, so this is
+/// the same attention, but the largest intermediate is `block × nk` per head instead of
+/// `nq × nk` (the memory attention's cross-attention scores are 4096 × 7·4096 per object
+/// otherwise: 470 MB). Blocks are concatenated in order.
+pub fn sdpa(g: &mut Graph, q: &Value, kt: &Value, v: &Value, nq: usize, block: usize) -> Value {
+    let block = block.max(1);
+    if nq <= block {
+        let s = g.matmul(q, kt);
+        let p = g.softmax(&s, -1);
+        return g.matmul(&p, v);
+    }
+    let sizes: Vec<i64> = (0..nq).step_by(block).map(|s| (nq - s).min(block) as i64).collect();
+    let blocks = g.split(q, &sizes, 2);
+    let outs: Vec<Value> = blocks
+        .iter()
+        .map(|qb| {
+            let s = g.matmul(qb, kt);
+            let p = g.softmax(&s, -1);
+            g.matmul(&p, v)
+        })
+        .collect();
+    let refs: Vec<&Value> = outs.iter().collect();
+    g.concat(&refs, 2)
+}
+
+/// `1 / sqrt(head_dim)` as `sdp::calculate_scale` computes it (double, then fp32).
+pub fn sdpa_scale(head_dim: usize) -> f32 {
+    (1.0 / (head_dim as f64).sqrt()) as f32
+}
