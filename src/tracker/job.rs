@@ -131,7 +131,16 @@ pub fn run_track_job(job: &TrackJob, backend: &dyn Backend) -> Result<TrackSumma
 
 /// Peak resident set size of this process (Linux `VmHWM`), in KiB.
 pub fn peak_rss_kb() -> Option<u64> {
+    proc_status_kb("VmHWM:")
+}
+
+/// Current resident set size of this process (Linux `VmRSS`), in KiB.
+pub fn rss_kb() -> Option<u64> {
+    proc_status_kb("VmRSS:")
+}
+
+fn proc_status_kb(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }

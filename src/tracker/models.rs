@@ -170,6 +170,7 @@ impl TrackerModels {
         let mut out = self.image_encoder.run(&[("image", &t)])?;
         self.times.image_encoder += t0.elapsed();
         self.times.image_encoder_calls += 1;
+        trace_memory("image_encoder");
         Ok(FrameFeatures {
             high_res_feat0: take_output(&mut out, "high_res_feat0")?,
             high_res_feat1: take_output(&mut out, "high_res_feat1")?,
@@ -207,6 +208,7 @@ impl TrackerModels {
         ])?;
         self.times.prompt_decoder += t0.elapsed();
         self.times.prompt_decoder_calls += 1;
+        trace_memory("prompt_decoder");
         Ok(DecoderOut {
             low_res_masks: take_output(&mut out, "low_res_masks")?,
             obj_ptr: take_output(&mut out, "obj_ptr")?,
@@ -232,6 +234,7 @@ impl TrackerModels {
         ])?;
         self.times.memory_encoder += t0.elapsed();
         self.times.memory_encoder_calls += 1;
+        trace_memory("memory_encoder");
         Ok((take_output(&mut out, "maskmem_features")?, take_output(&mut out, "maskmem_pos_enc")?))
     }
 
@@ -256,7 +259,17 @@ impl TrackerModels {
         ])?;
         self.times.memory_attention += t0.elapsed();
         self.times.memory_attention_calls += 1;
+        trace_memory("memory_attention");
         take_output(&mut out, "pix_feat_with_mem")
+    }
+}
+
+/// Resident and peak memory after a component call (`RUST_LOG=tamrt=debug`).
+fn trace_memory(component: &str) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let mb = |kb: Option<u64>| kb.map_or(-1.0, |k| k as f64 / 1024.0);
+        let (rss, peak) = (mb(super::job::rss_kb()), mb(super::job::peak_rss_kb()));
+        tracing::debug!("after {component}: RSS {rss:.0} MB, peak {peak:.0} MB");
     }
 }
 

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::onnx::nn::ATTN_QUERY_BLOCK;
 use crate::weights::TensorF32;
 
 use super::frames::Prefetcher;
@@ -32,9 +33,12 @@ pub struct TrackReport {
     pub peak_bank_bytes: usize,
 }
 
-/// Largest cross-attention score matrix (bytes, all objects of one call) the memory
-/// attention is given at once.
-const ATTN_SCORES_BYTES: usize = 256 << 20;
+/// Memory-attention working set (bytes, all objects of one call) above which objects
+/// with the same memory layout are not batched into one call: per object the graph
+/// holds the N projected and rotated keys (a few `N × d` fp32 copies) and one query
+/// block's scores and weights (`2 × ATTN_QUERY_BLOCK × N`). Batching saves call overhead
+/// only; the products are the same.
+const ATTN_CALL_BYTES: usize = 64 << 20;
 
 fn no_points(b: usize) -> (TensorF32, TensorF32) {
     (TensorF32::new(vec![b, 1, 2], vec![0.0; b * 2]), TensorF32::new(vec![b, 1], vec![-1.0; b]))
@@ -359,13 +363,14 @@ impl Tracker<'_> {
             let tpos_dim = if cfg.proj_tpos_enc_in_obj_ptrs { c } else { m };
             let mut pix_with_mem: Vec<Option<Vec<f32>>> = vec![None; run.len()];
             self.models.times.host += t_host.elapsed();
-            // split groups so one call's attention scores stay under ATTN_SCORES_BYTES
+            // split groups so one call's working set stays under ATTN_CALL_BYTES
             // (the batch saves call overhead only; large batches cost memory)
             let chunks: Vec<((usize, usize), Vec<usize>)> = groups
                 .into_iter()
                 .flat_map(|(key, members)| {
-                    let per_obj = hw * (key.0 * n_tok + key.1 * split) * 4;
-                    let b_max = (ATTN_SCORES_BYTES / per_obj.max(1)).max(1);
+                    let keys = key.0 * n_tok + key.1 * split;
+                    let per_obj = 4 * keys * (4 * c + 2 * ATTN_QUERY_BLOCK);
+                    let b_max = (ATTN_CALL_BYTES / per_obj.max(1)).max(1);
                     members.chunks(b_max).map(|c| (key, c.to_vec())).collect::<Vec<_>>()
                 })
                 .collect();
