@@ -64,6 +64,9 @@ fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
                 errs.push(format!("{}: not found", c.display()));
                 continue;
             }
+            if !arena_enabled() {
+                tune_heap();
+            }
             match ort::init_from(c) {
                 Ok(b) => match b.with_name("tamrt").build() {
                     Ok(env) => return Ok((c.clone(), env)),
@@ -191,6 +194,26 @@ extern "C" {
     /// glibc: release free memory at the top of the heap and (since 2.8) free pages
     /// inside it.
     fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    /// glibc: set an allocator parameter.
+    fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+}
+
+/// glibc's `M_MMAP_THRESHOLD` (`malloc.h`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+
+/// Without ONNX Runtime's arena, every activation of 1 MiB or more gets its own mapping,
+/// returned to the OS when freed. With glibc's default (a threshold that rises to 32 MB
+/// after the first large free) the activations land in the heap, where freed blocks
+/// were not reused within a run: one memory-attention call at 7 memory frames peaked at
+/// 1.7 GB resident instead of 0.4 GB. Fresh mappings cost page faults, but the heap
+/// faulted in as much memory.
+fn tune_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: sets a process-wide allocator parameter; called once, before any session.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// After a run without the arena, hand the pages of its freed intermediates back to the
