@@ -13,9 +13,15 @@
 //!
 //! Bounds, per object per frame: mask IoU ≥ 0.99 and max |logit − ref| ≤ 1e-3 · max|ref|
 //! wherever |ref| > 1.
+//!
+//! `TAMRT_TRACKER_EDGETAM_FIXTURE=DIR cargo test --release --test tracker_edgetam --
+//! --ignored` runs the same comparison on a real-size fixture written by
+//! `gen_tracker_edgetam.py --real --base BASE --out DIR` (its own checkpoint, config and
+//! frames).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tamrt::backend::ort::OrtBackend;
 use tamrt::config::ModelConfig;
@@ -33,15 +39,32 @@ fn fixture() -> PathBuf {
     root().join("tests/fixtures/tracker_edgetam")
 }
 
-fn meta() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture().join("meta.json")).unwrap()).unwrap()
+fn meta(fx: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fx.join("meta.json")).unwrap()).unwrap()
 }
 
-/// The fixture's model (base checkpoint + overrides), exported once per test process.
-fn exported() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let m = meta();
+/// The clip: the SAM 2 tracker fixture's frames (reduced model; `frames_dir` relative to
+/// the repository) or the fixture's own copy (real size, `frames_dir_relative_to` "fixture").
+fn frames_dir(fx: &Path, m: &serde_json::Value) -> PathBuf {
+    let clip = &m["clip"];
+    let base = if clip["frames_dir_relative_to"] == "fixture" { fx } else { root() };
+    base.join(clip["frames_dir"].as_str().unwrap())
+}
+
+/// The fixture's model, exported once per test process: base checkpoint + overrides
+/// (reduced model) or the fixture's own checkpoint (real size).
+fn exported(fx: &Path) -> PathBuf {
+    static DIRS: OnceLock<Mutex<BTreeMap<PathBuf, PathBuf>>> = OnceLock::new();
+    let mut dirs = DIRS.get_or_init(Default::default).lock().unwrap();
+    if let Some(d) = dirs.get(fx) {
+        return d.clone();
+    }
+    let m = meta(fx);
+    let out = std::env::temp_dir().join(format!("tamrt-tracker-edgetam-{}-{}", std::process::id(), dirs.len()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (cfg, ck) = if let Some(ck) = m["checkpoint"].as_str() {
+        (ModelConfig::from_json_file(&fx.join("config.json")).unwrap(), fx.join(ck))
+    } else {
         let base = root().join(m["base_checkpoint"].as_str().unwrap());
         let have = sha256_hex(&std::fs::read(&base).unwrap_or_else(|e| panic!("{}: {e}", base.display())));
         assert_eq!(
@@ -52,42 +75,54 @@ fn exported() -> PathBuf {
             base.display()
         );
         let cfg = ModelConfig::from_json_file(&base.with_file_name("config.json")).unwrap();
-        assert!(cfg.perceiver.is_some(), "the fixture model must be an EdgeTAM one");
-        let out = std::env::temp_dir().join(format!("tamrt-tracker-edgetam-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
         let merged = out.with_extension("merged.safetensors");
-        merge_overrides(&base, &fixture().join("weight_overrides.safetensors"), &merged);
-        export_model(&cfg, WeightsFrom::Checkpoint(merged), &out, &Component::ALL).unwrap();
-        out
-    })
-    .clone()
+        merge_overrides(&base, &fx.join("weight_overrides.safetensors"), &merged);
+        (cfg, merged)
+    };
+    assert!(cfg.perceiver.is_some(), "the fixture model must be an EdgeTAM one");
+    export_model(&cfg, WeightsFrom::Checkpoint(ck), &out, &Component::ALL).unwrap();
+    dirs.insert(fx.to_path_buf(), out.clone());
+    out
 }
 
 /// Track a scenario and compare with the reference logits; returns (worst IoU, worst
 /// relative logit error).
-fn check_scenario(name: &str, opts: TrackerOptions) -> (f64, f32) {
-    let m = meta();
-    let video = FrameDir::open(&root().join(m["clip"]["frames_dir"].as_str().unwrap())).unwrap();
-    let models = TrackerModels::load(&OrtBackend { threads: 2 }, &exported()).unwrap();
-    check_fixture_scenario(&fixture(), &m, &video, name, models, opts)
+fn check_scenario(fx: &Path, name: &str, opts: TrackerOptions) -> (f64, f32) {
+    let m = meta(fx);
+    let video = FrameDir::open(&frames_dir(fx, &m)).unwrap();
+    let models = TrackerModels::load(&OrtBackend { threads: 2 }, &exported(fx)).unwrap();
+    check_fixture_scenario(fx, &m, &video, name, models, opts)
 }
 
 #[test]
 fn edgetam_tracks_like_official_forward() {
-    check_scenario("forward", TrackerOptions::default());
+    check_scenario(&fixture(), "forward", TrackerOptions::default());
 }
 
 #[test]
 fn edgetam_tracks_like_official_reverse() {
-    check_scenario("reverse", TrackerOptions::default());
+    check_scenario(&fixture(), "reverse", TrackerOptions::default());
+}
+
+/// Real-size check (not in CI): `gen_tracker_edgetam.py --real --base BASE --out DIR`.
+#[test]
+#[ignore]
+fn edgetam_tracks_like_official_real_size() {
+    let dir =
+        PathBuf::from(std::env::var("TAMRT_TRACKER_EDGETAM_FIXTURE").expect("set TAMRT_TRACKER_EDGETAM_FIXTURE=DIR"));
+    assert_eq!(meta(&dir)["model"], "edgetam", "{}: not a real-size EdgeTAM tracker fixture", dir.display());
+    let (i1, e1) = check_scenario(&dir, "forward", TrackerOptions::default());
+    let (i2, e2) = check_scenario(&dir, "reverse", TrackerOptions::default());
+    println!("real size: forward worst IoU {i1:.5}, worst logit error {e1:.2e}; reverse {i2:.5}, {e2:.2e}");
+    println!("real size: worst IoU {:.5}, worst logit error {:.2e}", i1.min(i2), e1.max(e2));
 }
 
 /// The fixture really has EdgeTAM's token-major memories, several objects per official
 /// state and an object prompted after the start frame.
 #[test]
 fn edgetam_fixture_covers_batched_and_late_objects() {
-    let m = meta();
-    let models = TrackerModels::load(&OrtBackend { threads: 1 }, &exported()).unwrap();
+    let m = meta(&fixture());
+    let models = TrackerModels::load(&OrtBackend { threads: 1 }, &exported(&fixture())).unwrap();
     let p = models.config().perceiver.clone().unwrap();
     assert_ne!(p.num_latents + p.num_latents_2d, models.config().embed_side().pow(2));
     let fwd = &m["scenarios"]["forward"]["official_states"];
