@@ -1,5 +1,28 @@
-//! GPU kernels for pre/post-processing and the memory bank (feature `cuda`): the host
-//! side first. **Not yet run on a GPU.**
+//! GPU pre/post-processing and a device-resident memory bank through cudarc (feature
+//! `cuda`): NVRTC-compiled CUDA C kernels (compiled once per context, launched on one
+//! stream) for
+//!
+//! - frame preprocessing: RGB8 frame → Pillow-exact bicubic resize to S×S (the fixed-point
+//!   tables of `resize::pil_resize_rgb8`, computed on the host once per frame size) →
+//!   ImageNet normalisation, planar `[3, S, S]` fp32, identical to `frames::preprocess`;
+//! - logits postprocessing: torch-exact bilinear (align_corners=False) from `[4E, 4E]` to
+//!   the video size and the `> 0` threshold; only the u8 masks (and, for `--save-logits`,
+//!   the logits) come back to the host;
+//! - the memory bank: mask memories (bf16, as the CPU bank) and object pointers in device
+//!   slots reused across frames, and a gather that builds the memory-attention inputs in
+//!   device buffers exactly as `tracker::mem_inputs::assemble` does on the host.
+//!
+//! **Status: compiled and unit-tested on CPU only (tables, kernel arithmetic emulated on
+//! the host, slot bookkeeping, CLI); not yet run on a GPU.** `tamrt gpu-check` runs every
+//! kernel against the CPU functions on a GPU machine and reports errors and timings. The
+//! tracker does not use these paths yet (its engines still take host tensors).
+//!
+//! [`plan`] and [`kernels`] are plain Rust (always compiled, tested without CUDA);
+//! [`device`], [`bank`] need the `cuda` feature.
 
+#[cfg(feature = "cuda")]
+pub mod bank;
+#[cfg(feature = "cuda")]
+pub mod device;
 pub mod kernels;
 pub mod plan;
