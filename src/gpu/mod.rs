@@ -22,6 +22,9 @@
 
 #[cfg(feature = "cuda")]
 pub mod bank;
+pub mod check;
+#[cfg(feature = "cuda")]
+mod check_gpu;
 #[cfg(feature = "cuda")]
 pub mod device;
 pub mod kernels;
