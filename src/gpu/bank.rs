@@ -118,7 +118,11 @@ impl DeviceBank {
     fn mem_slot(&mut self, gpu: &Gpu, key: &BankKey) -> Result<usize> {
         let (slot, grown) = self.mem_pool.acquire(key);
         if let Some(cap) = grown {
-            grow(gpu, &mut self.maskmem, cap, self.layout.per_frame(), "memory bank")?;
+            if let Err(e) = grow(gpu, &mut self.maskmem, cap, self.layout.per_frame(), "memory bank") {
+                self.mem_pool.release(key);
+                self.mem_pool.shrink_to(self.maskmem.as_ref().map_or(0, |b| b.len() / self.layout.per_frame()));
+                return Err(e);
+            }
         }
         Ok(slot)
     }
@@ -126,7 +130,11 @@ impl DeviceBank {
     fn ptr_slot(&mut self, gpu: &Gpu, key: &BankKey) -> Result<usize> {
         let (slot, grown) = self.ptr_pool.acquire(key);
         if let Some(cap) = grown {
-            grow(gpu, &mut self.ptrs, cap, self.layout.c, "object pointers")?;
+            if let Err(e) = grow(gpu, &mut self.ptrs, cap, self.layout.c, "object pointers") {
+                self.ptr_pool.release(key);
+                self.ptr_pool.shrink_to(self.ptrs.as_ref().map_or(0, |b| b.len() / self.layout.c));
+                return Err(e);
+            }
         }
         Ok(slot)
     }

@@ -442,6 +442,16 @@ impl<K: PartialEq + Clone> SlotPool<K> {
         }
     }
 
+    /// Undo a growth the device buffers could not follow: drop the free slots at and
+    /// beyond `capacity` (slots in use there are kept).
+    pub fn shrink_to(&mut self, capacity: usize) {
+        let keep = self.slots.iter().rposition(|s| s.is_some()).map_or(0, |i| i + 1).max(capacity);
+        if keep < self.slots.len() {
+            self.slots.truncate(keep);
+            self.free.retain(|&i| i < keep);
+        }
+    }
+
     /// Release every key for which `keep` is false.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         for i in 0..self.slots.len() {
@@ -601,6 +611,16 @@ mod tests {
         p.retain(|k| k % 2 == 0);
         assert_eq!(p.keys().copied().collect::<Vec<_>>(), vec![0, 2, 100, 4, 6, 8]);
         assert_eq!(p.capacity(), 16);
+        // a growth the device could not follow is undone
+        let mut q: SlotPool<u32> = SlotPool::default();
+        for k in 0..8 {
+            q.acquire(&k);
+        }
+        assert_eq!(q.acquire(&8), (8, Some(16)));
+        q.release(&8);
+        q.shrink_to(8);
+        assert_eq!((q.len(), q.capacity()), (8, 8));
+        assert_eq!(q.acquire(&9), (8, Some(16)), "grows again next time");
     }
 
     /// The gather's table and the kernels' index arithmetic give `mem_inputs::assemble`'s
