@@ -9,7 +9,7 @@ use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
 use half::bf16;
 
 use super::device::{cfg, cuda_err, ensure, Gpu, K};
-use super::plan::{self, GatherShape, SlotPool, BLOCK_1D, GATHER_ROWS, GATHER_TILE};
+use super::plan::{self, GatherShape, SlotPool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::tracker::mem_inputs::{MemInputs, MemLayout};
 
@@ -164,7 +164,7 @@ impl DeviceBank {
                     .arg(f)
                     .arg(&mut dst)
                     .arg(&n)
-                    .launch(cfg(plan::grid_1d(per)?, (BLOCK_1D, 1, 1)))
+                    .launch(cfg(plan::launch_1d(per)?))
                     .map_err(|e| cuda_err("launch of f32_to_bf16_kernel", e))?;
             }
         }
@@ -245,7 +245,7 @@ impl DeviceBank {
             let bank = self.maskmem.as_ref().ok_or_else(|| invalid("memory gather: the bank is empty".into()))?;
             let mem_tab = tab.slice(0..2 * b * n_mem);
             if l.token_major {
-                let (nm, total) = (n_mem as i32, mem_n as i64);
+                let total = mem_n as i64;
                 // SAFETY: arguments match `gather_memory_token_major`; every slot in the
                 // table is < the bank's capacity, rows < num_maskmem, outputs hold `total`.
                 unsafe {
@@ -256,17 +256,16 @@ impl DeviceBank {
                         .arg(&self.maskmem_pos)
                         .arg(&self.tpos_enc)
                         .arg(&mem_tab)
-                        .arg(&nm)
                         .arg(&ti)
                         .arg(&mi)
                         .arg(&mut *o_mem)
                         .arg(&mut *o_mem_pos)
                         .arg(&total)
-                        .launch(cfg(plan::grid_1d(mem_n)?, (BLOCK_1D, 1, 1)))
+                        .launch(cfg(plan::launch_1d(mem_n)?))
                         .map_err(|e| cuda_err("launch of gather_memory_token_major", e))?;
                 }
             } else {
-                let grid = plan::grid_2d(n_tok, m, b * n_mem, (GATHER_TILE as u32, GATHER_TILE as u32))?;
+                let launch = plan::launch_gather_channel_major(n_tok, m, b * n_mem)?;
                 // SAFETY: arguments match `gather_memory_channel_major`; as above, grid z
                 // = b·n_mem table entries.
                 unsafe {
@@ -281,7 +280,7 @@ impl DeviceBank {
                         .arg(&mi)
                         .arg(&mut *o_mem)
                         .arg(&mut *o_mem_pos)
-                        .launch(cfg(grid, (GATHER_TILE as u32, GATHER_ROWS, 1)))
+                        .launch(cfg(launch))
                         .map_err(|e| cuda_err("launch of gather_memory_channel_major", e))?;
                 }
             }
@@ -290,7 +289,7 @@ impl DeviceBank {
             let bank = self.ptrs.as_ref().ok_or_else(|| invalid("memory gather: no pointers stored".into()))?;
             let ptr_tab = tab.slice(2 * b * n_mem..2 * b * (n_mem + n_ptr));
             let pos = self.pos_rows.as_ref().expect("ensured");
-            let (ci, np, sp, total) = (l.c as i32, n_ptr as i32, l.split as i32, ptr_n as i64);
+            let (ci, sp, total) = (l.c as i32, l.split as i32, ptr_n as i64);
             // SAFETY: arguments match `gather_ptrs`; slots < the pointer bank's capacity,
             // rows < n_rows, outputs hold `total`.
             unsafe {
@@ -300,13 +299,12 @@ impl DeviceBank {
                     .arg(&ci)
                     .arg(pos)
                     .arg(&ptr_tab)
-                    .arg(&np)
                     .arg(&sp)
                     .arg(&mi)
                     .arg(&mut *o_ptr)
                     .arg(&mut *o_ptr_pos)
                     .arg(&total)
-                    .launch(cfg(plan::grid_1d(ptr_n)?, (BLOCK_1D, 1, 1)))
+                    .launch(cfg(plan::launch_1d(ptr_n)?))
                     .map_err(|e| cuda_err("launch of gather_ptrs", e))?;
             }
         }

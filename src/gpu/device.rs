@@ -216,7 +216,7 @@ pub fn ensure<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(
     Ok(())
 }
 
-pub(crate) fn cfg(grid: (u32, u32, u32), block: (u32, u32, u32)) -> LaunchConfig {
+pub(crate) fn cfg((grid, block): plan::Launch) -> LaunchConfig {
     LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 }
 }
 
@@ -285,7 +285,7 @@ impl Preprocessor {
         let tmp = self.tmp.as_mut().expect("ensured");
         let (in_w, row0, rows, kx, out_w) =
             (w as i32, t.plan.row0 as i32, t.plan.rows as i32, t.plan.kx as i32, s as i32);
-        let grid = plan::grid_2d(s, t.plan.rows, 1, (128, 1))?;
+        let launch = plan::launch_pil_horizontal(s, t.plan.rows)?;
         // SAFETY: arguments match `pil_horizontal`'s signature; the tables have 2·S and
         // S·kx entries, `frame` holds w·h·3 bytes, `tmp` rows·S·3.
         unsafe {
@@ -300,11 +300,11 @@ impl Preprocessor {
                 .arg(&kx)
                 .arg(&out_w)
                 .arg(&mut *tmp)
-                .launch(cfg(grid, (128, 1, 1)))
+                .launch(cfg(launch))
                 .map_err(launch_err("pil_horizontal"))?;
         }
         let (out_h, ky, write_rgb) = (s as i32, t.plan.ky as i32, i32::from(keep_rgb));
-        let grid = plan::grid_2d(s, s, 1, (32, 8))?;
+        let launch = plan::launch_plane(s, s, 1)?;
         let rgb = match self.rgb.as_mut() {
             Some(r) => r,
             None => self.rgb.insert(gpu.alloc::<u8>(1, "resized frame")?),
@@ -324,7 +324,7 @@ impl Preprocessor {
                 .arg(&mut self.out)
                 .arg(&mut *rgb)
                 .arg(&write_rgb)
-                .launch(cfg(grid, (32, 8, 1)))
+                .launch(cfg(launch))
                 .map_err(launch_err("pil_vertical_normalize"))?;
         }
         Ok(())
@@ -437,7 +437,7 @@ impl Postprocessor {
         ensure(gpu, &mut self.masks, n_out, "masks")?;
         ensure(gpu, &mut self.logits, if keep_logits { n_out } else { 1 }, "logits")?;
         let t = self.tables.as_ref().expect("set");
-        let grid = plan::grid_2d(out_w, out_h, b, (32, 8))?;
+        let launch = plan::launch_plane(out_w, out_h, b)?;
         let (ih, iw, oh, ow) = (in_h as i32, in_w as i32, out_h as i32, out_w as i32);
         let (identity, write_logits) = (i32::from(t.plan.identity), i32::from(keep_logits));
         let masks = self.masks.as_mut().expect("ensured");
@@ -460,7 +460,7 @@ impl Postprocessor {
                 .arg(&mut *logits)
                 .arg(&write_logits)
                 .arg(&mut *masks)
-                .launch(cfg(grid, (32, 8, 1)))
+                .launch(cfg(launch))
                 .map_err(launch_err("bilinear_threshold"))?;
         }
         self.last = (b, out_h, out_w);

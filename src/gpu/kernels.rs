@@ -146,7 +146,7 @@ extern "C" __global__ void f32_to_bf16_kernel(
 extern "C" __global__ void gather_memory_token_major(
     const unsigned short* __restrict__ bank, long long per,
     const float* __restrict__ maskmem_pos, const float* __restrict__ tpos,
-    const int* __restrict__ table, int n_mem, int n_tok, int m,
+    const int* __restrict__ table, int n_tok, int m,
     float* __restrict__ memory, float* __restrict__ memory_pos, long long total)
 {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -198,7 +198,7 @@ extern "C" __global__ void gather_memory_channel_major(
 // temporal encodings pos_rows [rows][m]; table[2 * (bi * n_ptr + j)] = slot, pos row.
 extern "C" __global__ void gather_ptrs(
     const float* __restrict__ ptr_bank, int c, const float* __restrict__ pos_rows,
-    const int* __restrict__ table, int n_ptr, int split, int m,
+    const int* __restrict__ table, int split, int m,
     float* __restrict__ ptrs, float* __restrict__ ptrs_pos, long long total)
 {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;

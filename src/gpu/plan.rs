@@ -242,6 +242,32 @@ pub fn grid_2d(w: usize, h: usize, z: usize, block: (u32, u32)) -> Result<(u32, 
     Ok((gx as u32, gy as u32, gz as u32))
 }
 
+/// Grid and block dimensions of one kernel launch.
+pub type Launch = ((u32, u32, u32), (u32, u32, u32));
+
+/// `pil_horizontal`: x over the S output columns, y over the source rows read.
+pub fn launch_pil_horizontal(out_w: usize, rows: usize) -> Result<Launch> {
+    Ok((grid_2d(out_w, rows, 1, (128, 1))?, (128, 1, 1)))
+}
+
+/// `pil_vertical_normalize` and `bilinear_threshold`: 32×8 threads over the output
+/// plane, z over the planes (objects).
+pub fn launch_plane(out_w: usize, out_h: usize, planes: usize) -> Result<Launch> {
+    Ok((grid_2d(out_w, out_h, planes, (32, 8))?, (32, 8, 1)))
+}
+
+/// The 1-D kernels (`f32_to_bf16_kernel`, `gather_memory_token_major`, `gather_ptrs`).
+pub fn launch_1d(n: usize) -> Result<Launch> {
+    Ok((grid_1d(n)?, (BLOCK_1D, 1, 1)))
+}
+
+/// `gather_memory_channel_major`: one block per 32×32 tile of (tokens, channels), z over
+/// the `b · n_mem` selected memories.
+pub fn launch_gather_channel_major(n_tok: usize, m: usize, planes: usize) -> Result<Launch> {
+    let t = GATHER_TILE as u32;
+    Ok((grid_2d(n_tok, m, planes, (t, t))?, (t, GATHER_ROWS, 1)))
+}
+
 /// Tile side of the channel-major memory gather (a 32×32 transpose through shared memory,
 /// blocks of 32×8 threads).
 pub const GATHER_TILE: usize = 32;
@@ -592,6 +618,13 @@ mod tests {
         assert_eq!(grid_2d(4096, 64, 21, (32, 32)).unwrap(), (128, 2, 21));
         assert!(grid_2d(16, 16, 70_000, (32, 8)).is_err());
         assert!(grid_2d(16, 600_000, 1, (32, 8)).is_err());
+        // the launches the device code makes
+        assert_eq!(launch_pil_horizontal(1024, 1080).unwrap(), ((8, 1080, 1), (128, 1, 1)));
+        assert_eq!(launch_plane(1920, 1080, 3).unwrap(), ((60, 135, 3), (32, 8, 1)));
+        assert_eq!(launch_1d(3 * 7 * 512 * 64).unwrap(), ((2688, 1, 1), (BLOCK_1D, 1, 1)));
+        assert_eq!(launch_gather_channel_major(4096, 64, 21).unwrap(), ((128, 2, 21), (32, 8, 1)));
+        // a block's threads cover a tile in GATHER_TILE / GATHER_ROWS steps
+        assert_eq!(GATHER_TILE % GATHER_ROWS as usize, 0);
     }
 
     #[test]
