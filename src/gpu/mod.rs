@@ -12,10 +12,12 @@
 //!   slots reused across frames, and a gather that builds the memory-attention inputs in
 //!   device buffers exactly as `tracker::mem_inputs::assemble` does on the host.
 //!
-//! **Status: compiled and unit-tested on CPU only (tables, kernel arithmetic emulated on
-//! the host, slot bookkeeping, CLI); not yet run on a GPU.** `tamrt gpu-check` runs every
-//! kernel against the CPU functions on a GPU machine and reports errors and timings. The
-//! tracker does not use these paths yet (its engines still take host tensors).
+//! **Status: not yet run on a GPU.** Checked on CPU only: the tables and the kernels'
+//! arithmetic (Rust twins in [`plan`]), and the CUDA C source itself, compiled as C++ with
+//! an emulation of the CUDA built-ins (`tests/gpu_kernels_emulated.rs`), bit-exact against
+//! the CPU functions. `tamrt gpu-check` runs every kernel against the CPU functions on a GPU
+//! machine and reports errors and timings. The tracker does not use these paths yet (its
+//! engines still take host tensors).
 //!
 //! [`plan`] and [`kernels`] are plain Rust (always compiled, tested without CUDA);
 //! [`device`], [`bank`] need the `cuda` feature.
