@@ -224,7 +224,7 @@ fn main() -> Result<()> {
             print!("{}", tamrt::info::report(model_dir.as_deref()));
         }
         Cmd::GpuCheck { size, runs, device, seed, json } => {
-            let opts = tamrt::gpu::check::CheckOptions { size, runs, device, seed, json: json.clone() };
+            let opts = tamrt::gpu::check::CheckOptions { size, runs, device, seed };
             let report = tamrt::gpu::check::run(&opts).context("gpu-check could not run")?;
             print!("{}", report.text());
             if let Some(p) = json {

@@ -13,8 +13,6 @@
 //!   a wrong result; masks may differ only where the reference logit is within that of 0.
 //! - Memory bank (bf16 store, gather, fp32 add of the position encodings): bit-exact.
 
-use std::path::PathBuf;
-
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -28,12 +26,11 @@ pub struct CheckOptions {
     pub runs: usize,
     pub device: usize,
     pub seed: u64,
-    pub json: Option<PathBuf>,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { size: 1024, runs: 20, device: 0, seed: 0x7A3D, json: None }
+        CheckOptions { size: 1024, runs: 20, device: 0, seed: 0x7A3D }
     }
 }
 

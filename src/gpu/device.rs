@@ -18,14 +18,19 @@ pub fn cuda_err(what: &str, e: impl std::fmt::Display) -> Error {
 /// Why no GPU can be used here, before any CUDA call (which would panic inside cudarc
 /// when a library is missing): the driver (libcuda) and NVRTC (libnvrtc) must load.
 pub fn probe_libraries() -> Result<()> {
-    // SAFETY: only tries to dlopen the libraries; no CUDA call is made.
+    // SAFETY: only tries to dlopen the library; no CUDA call is made.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(Error::new(
             ErrorKind::Backend,
             "no CUDA driver: libcuda.so could not be loaded (no NVIDIA driver on this machine?)",
         ));
     }
-    // SAFETY: as above.
+    probe_nvrtc()
+}
+
+/// Whether NVRTC loads (no GPU needed for compiling).
+pub fn probe_nvrtc() -> Result<()> {
+    // SAFETY: only tries to dlopen the library; no NVRTC call is made.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         let names = cudarc::get_lib_name_candidates("nvrtc").join(", ");
         let found = nvrtc_files();
@@ -43,6 +48,26 @@ pub fn probe_libraries() -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The kernels compiled to PTX by NVRTC (`--fmad=false`); needs NVRTC, not a GPU.
+pub fn compile_ptx() -> Result<cudarc::nvrtc::Ptx> {
+    probe_nvrtc()?;
+    std::panic::catch_unwind(|| {
+        let opts = cudarc::nvrtc::CompileOptions {
+            fmad: Some(false),
+            name: Some("tamrt_kernels.cu".into()),
+            ..Default::default()
+        };
+        cudarc::nvrtc::compile_ptx_with_opts(kernels::SOURCE, opts).map_err(|e| match e {
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => Error::new(
+                ErrorKind::Backend,
+                format!("NVRTC could not compile the kernels:\n{}", log.to_string_lossy()),
+            ),
+            other => cuda_err("NVRTC", other),
+        })
+    })
+    .map_err(|p| panic_err("compiling the kernels", p))?
 }
 
 /// NVRTC libraries in the usual CUDA folders (for the error message).
@@ -107,26 +132,15 @@ impl Gpu {
     /// stream the engines run on, so that there is one stream in all).
     pub fn on_stream(stream: Arc<CudaStream>) -> Result<Gpu> {
         let ctx = stream.context().clone();
+        let ptx = compile_ptx()?;
         let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<CudaFunction>> {
-            let opts = cudarc::nvrtc::CompileOptions {
-                fmad: Some(false),
-                name: Some("tamrt_kernels.cu".into()),
-                ..Default::default()
-            };
-            let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernels::SOURCE, opts).map_err(|e| match e {
-                cudarc::nvrtc::CompileError::CompileError { log, .. } => Error::new(
-                    ErrorKind::Backend,
-                    format!("NVRTC could not compile the kernels:\n{}", log.to_string_lossy()),
-                ),
-                other => cuda_err("NVRTC", other),
-            })?;
             let module = ctx.load_module(ptx).map_err(|e| cuda_err("loading the compiled kernels", e))?;
             kernels::NAMES
                 .iter()
                 .map(|n| module.load_function(n).map_err(|e| cuda_err(&format!("kernel '{n}'"), e)))
                 .collect()
         }))
-        .map_err(|p| panic_err("compiling the kernels", p))??;
+        .map_err(|p| panic_err("loading the kernels", p))??;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let cc = ctx.compute_capability().map(|(a, b)| format!(" (sm_{a}{b})")).unwrap_or_default();
         Ok(Gpu { ctx, stream, funcs: compiled, name: format!("{name}{cc}") })
@@ -485,5 +499,29 @@ impl Postprocessor {
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "logits were not kept (run with keep_logits)"))?;
         out.resize(b * h * w, 0.0);
         gpu.copy_out(l, out, "logits")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs NVRTC (not a GPU): where it loads, the kernels compile, every entry point is
+    /// there and nothing was fused into an FMA; where it does not, the error says so.
+    #[test]
+    fn nvrtc_compiles_the_kernels_or_says_it_is_missing() {
+        match compile_ptx() {
+            Ok(ptx) => {
+                let src = ptx.to_src();
+                for n in kernels::NAMES {
+                    assert!(src.contains(&format!(".entry {n}(")), "no entry {n} in the PTX");
+                }
+                assert!(!src.contains("fma.rn.f32"), "an fp32 FMA in the PTX despite --fmad=false");
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Backend);
+                assert!(e.message().contains("NVRTC not found"), "{e}");
+            }
+        }
     }
 }
