@@ -19,8 +19,8 @@
 //! machine and reports errors and timings. The tracker does not use these paths yet (its
 //! engines still take host tensors).
 //!
-//! [`plan`] and [`kernels`] are plain Rust (always compiled, tested without CUDA);
-//! [`device`], [`bank`] need the `cuda` feature.
+//! [`plan`], [`gather`] and [`kernels`] are plain Rust (always compiled, tested without
+//! CUDA); [`device`], [`prepost`], [`bank`] need the `cuda` feature.
 
 #[cfg(feature = "cuda")]
 pub mod bank;
@@ -29,5 +29,8 @@ pub mod check;
 mod check_gpu;
 #[cfg(feature = "cuda")]
 pub mod device;
+pub mod gather;
 pub mod kernels;
 pub mod plan;
+#[cfg(feature = "cuda")]
+pub mod prepost;
