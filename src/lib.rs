@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod gpu;
 pub mod info;
 pub mod manifest;
 pub mod models;

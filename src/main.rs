@@ -76,6 +76,26 @@ enum Cmd {
         #[arg(long)]
         model_dir: Option<PathBuf>,
     },
+    /// Check the GPU kernels (preprocessing, logits postprocessing, memory bank) against
+    /// the CPU functions on seeded random inputs and time both; fails on any comparison
+    /// over its tolerance. Needs a build with `--features cuda` and an NVIDIA GPU.
+    GpuCheck {
+        /// Model input side S (frames are resized to S×S).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Timed runs per measurement (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// CUDA device ordinal.
+        #[arg(long, default_value_t = 0)]
+        device: usize,
+        /// Seed of the random inputs.
+        #[arg(long, default_value_t = 0x7A3D)]
+        seed: u64,
+        /// Also write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Print a model config as JSON.
     Config {
         /// Model name.
@@ -202,6 +222,18 @@ fn main() -> Result<()> {
         }
         Cmd::Info { model_dir } => {
             print!("{}", tamrt::info::report(model_dir.as_deref()));
+        }
+        Cmd::GpuCheck { size, runs, device, seed, json } => {
+            let opts = tamrt::gpu::check::CheckOptions { size, runs, device, seed };
+            let report = tamrt::gpu::check::run(&opts).context("gpu-check could not run")?;
+            print!("{}", report.text());
+            if let Some(p) = json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&p, text).with_context(|| format!("cannot write '{}'", p.display()))?;
+            }
+            if !report.passed() {
+                bail!("gpu-check: a GPU result differs from the CPU reference beyond its tolerance");
+            }
         }
         Cmd::Config { model, list } => {
             if list {

@@ -16,6 +16,7 @@
 
 pub mod frames;
 pub mod job;
+pub mod mem_inputs;
 pub mod memory_bank;
 pub mod models;
 pub mod ops;

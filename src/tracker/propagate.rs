@@ -9,6 +9,7 @@ use crate::onnx::nn::ATTN_QUERY_BLOCK;
 use crate::weights::TensorF32;
 
 use super::frames::Prefetcher;
+use super::mem_inputs::{self, MemLayout, ObjectSelection};
 use super::memory_bank::{BankRules, CondFrame, FrameMemory, MaskMem};
 use super::models::{repeat_batch, FrameFeatures, StageTimes};
 use super::ops;
@@ -354,11 +355,12 @@ impl Tracker<'_> {
                 .maskmem_pos
                 .clone()
                 .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no memory was encoded before tracking"))?;
-            let split = if m < c { c / m } else { 1 };
             // spatial memory tokens per frame: E·E channel-major `[M, E, E]` (SAM 2), or
             // the spatial perceiver's latents token-major `[N, M]` (EdgeTAM)
             let token_major = cfg.perceiver.is_some();
             let n_tok = if token_major { maskmem_pos.len() / m } else { hw };
+            let layout = MemLayout::new(m, c, n_tok, token_major, cfg.num_maskmem);
+            let split = layout.split;
             let t_diff_max = rules.max_obj_ptrs.saturating_sub(1);
             let tpos_dim = if cfg.proj_tpos_enc_in_obj_ptrs { c } else { m };
             let mut pix_with_mem: Vec<Option<Vec<f32>>> = vec![None; run.len()];
@@ -378,50 +380,54 @@ impl Tracker<'_> {
                 let t_host = Instant::now();
                 let b = members.len();
                 let t_tokens = n_mem * n_tok;
-                let p_tokens = n_ptr * split;
-                let mut memory = vec![0f32; b * t_tokens * m];
-                let mut memory_pos = vec![0f32; b * t_tokens * m];
-                let mut ptrs = vec![0f32; b * p_tokens * m];
-                let mut ptrs_pos = vec![0f32; b * p_tokens * m];
-                for (bi, &k) in members.iter().enumerate() {
-                    let obj = &self.objects[run[k]].mem;
-                    let (ms, ps) = &sel[k];
-                    for (j, sm) in ms.iter().enumerate() {
-                        let fm = obj.get(sm.frame, sm.cond).expect("selected");
-                        let feats_bf = &fm.maskmem.as_ref().expect("selected memory").0;
-                        let tpos = &self.models.maskmem_tpos_enc[(cfg.num_maskmem - sm.t_pos - 1) * m..][..m];
-                        let base = (bi * t_tokens + j * n_tok) * m;
-                        for t in 0..n_tok {
-                            let row = base + t * m;
-                            for ch in 0..m {
-                                let src = if token_major { t * m + ch } else { ch * hw + t };
-                                memory[row + ch] = feats_bf[src].to_f32();
-                                memory_pos[row + ch] = maskmem_pos[src] + tpos[ch];
-                            }
+                let p_tokens = n_ptr * layout.split;
+                // pointer encodings first (owned), then borrowed selections
+                let ptr_pos: Vec<Vec<Vec<f32>>> = members
+                    .iter()
+                    .map(|&k| {
+                        sel[k]
+                            .1
+                            .iter()
+                            .map(|sp| {
+                                mem_inputs::obj_ptr_pos(
+                                    sp.t_diff,
+                                    cfg.add_tpos_enc_to_obj_ptrs,
+                                    t_diff_max,
+                                    tpos_dim,
+                                    self.models.obj_ptr_tpos_proj.as_ref(),
+                                    m,
+                                )
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let objs: Vec<ObjectSelection> = members
+                    .iter()
+                    .zip(&ptr_pos)
+                    .map(|(&k, pos)| {
+                        let obj = &self.objects[run[k]].mem;
+                        let (ms, ps) = &sel[k];
+                        ObjectSelection {
+                            mems: ms
+                                .iter()
+                                .map(|sm| {
+                                    let fm = obj.get(sm.frame, sm.cond).expect("selected");
+                                    (&fm.maskmem.as_ref().expect("selected memory").0[..], sm.t_pos)
+                                })
+                                .collect(),
+                            ptrs: ps
+                                .iter()
+                                .zip(pos)
+                                .map(|(sp, p)| (&obj.get(sp.frame, sp.cond).expect("selected").obj_ptr[..], &p[..]))
+                                .collect(),
                         }
-                    }
-                    for (j, sp) in ps.iter().enumerate() {
-                        let fm = obj.get(sp.frame, sp.cond).expect("selected");
-                        let pos: Vec<f32> = if cfg.add_tpos_enc_to_obj_ptrs {
-                            let pe = ops::sine_pe(sp.t_diff, t_diff_max, tpos_dim);
-                            match &self.models.obj_ptr_tpos_proj {
-                                Some((w, bias)) => ops::linear(&pe, w, bias),
-                                None => pe,
-                            }
-                        } else {
-                            vec![0f32; m]
-                        };
-                        for k2 in 0..split {
-                            let row = (bi * p_tokens + j * split + k2) * m;
-                            ptrs[row..row + m].copy_from_slice(&fm.obj_ptr[k2 * m..(k2 + 1) * m]);
-                            ptrs_pos[row..row + m].copy_from_slice(&pos[..m]);
-                        }
-                    }
-                }
-                let memory = TensorF32::new(vec![b, t_tokens, m], memory);
-                let memory_pos = TensorF32::new(vec![b, t_tokens, m], memory_pos);
-                let ptrs = TensorF32::new(vec![b, p_tokens, m], ptrs);
-                let ptrs_pos = TensorF32::new(vec![b, p_tokens, m], ptrs_pos);
+                    })
+                    .collect();
+                let inputs = mem_inputs::assemble(&layout, &maskmem_pos, &self.models.maskmem_tpos_enc, &objs);
+                let memory = TensorF32::new(vec![b, t_tokens, m], inputs.memory);
+                let memory_pos = TensorF32::new(vec![b, t_tokens, m], inputs.memory_pos);
+                let ptrs = TensorF32::new(vec![b, p_tokens, m], inputs.ptrs);
+                let ptrs_pos = TensorF32::new(vec![b, p_tokens, m], inputs.ptrs_pos);
                 let curr = repeat_batch(&feats.vision_feat, b);
                 let curr_pos = repeat_batch(&feats.vision_pos, b);
                 self.models.times.host += t_host.elapsed();

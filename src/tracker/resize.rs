@@ -14,7 +14,7 @@
 //!   width pass first, fp32).
 
 /// Pillow's `PRECISION_BITS` for 8-bit images.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
+pub(crate) const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 fn bicubic(x: f64) -> f64 {
     // Resample.c `bicubic_filter` with a = -0.5
@@ -29,15 +29,16 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
-/// Per output index: first input index, tap count and `ksize` fixed-point weights.
-struct Coeffs {
-    ksize: usize,
-    bounds: Vec<(usize, usize)>,
-    weights: Vec<i32>,
+/// Per output index: first input index, tap count and `ksize` fixed-point weights
+/// (also the tables the GPU resize reads, see `crate::gpu::plan`).
+pub(crate) struct Coeffs {
+    pub ksize: usize,
+    pub bounds: Vec<(usize, usize)>,
+    pub weights: Vec<i32>,
 }
 
 /// `precompute_coeffs` + `normalize_coeffs_8bpc` for the box [0, in_size).
-fn pil_coeffs(in_size: usize, out_size: usize) -> Coeffs {
+pub(crate) fn pil_coeffs(in_size: usize, out_size: usize) -> Coeffs {
     const SUPPORT: f64 = 2.0;
     let in0 = 0f32;
     let in1 = in_size as f32;
@@ -144,8 +145,8 @@ pub fn pil_resize_rgb8(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usiz
 }
 
 /// Source indices and weights of ATen's linear (non-antialiased) interpolation along one
-/// axis, align_corners=False, no explicit scale factor.
-fn linear_weights(in_size: usize, out_size: usize) -> Vec<(usize, usize, f32, f32)> {
+/// axis, align_corners=False, no explicit scale factor: per output index `(i0, i1, w0, w1)`.
+pub(crate) fn linear_weights(in_size: usize, out_size: usize) -> Vec<(usize, usize, f32, f32)> {
     let scale = in_size as f32 / out_size as f32;
     (0..out_size)
         .map(|i| {

@@ -1,0 +1,36 @@
+//! GPU pre/post-processing and a device-resident memory bank through cudarc (feature
+//! `cuda`): NVRTC-compiled CUDA C kernels (compiled once per context, launched on one
+//! stream) for
+//!
+//! - frame preprocessing: RGB8 frame → Pillow-exact bicubic resize to S×S (the fixed-point
+//!   tables of `resize::pil_resize_rgb8`, computed on the host once per frame size) →
+//!   ImageNet normalisation, planar `[3, S, S]` fp32, identical to `frames::preprocess`;
+//! - logits postprocessing: torch-exact bilinear (align_corners=False) from `[4E, 4E]` to
+//!   the video size and the `> 0` threshold; only the u8 masks (and, for `--save-logits`,
+//!   the logits) come back to the host;
+//! - the memory bank: mask memories (bf16, as the CPU bank) and object pointers in device
+//!   slots reused across frames, and a gather that builds the memory-attention inputs in
+//!   device buffers exactly as `tracker::mem_inputs::assemble` does on the host.
+//!
+//! **Status: not yet run on a GPU.** Checked on CPU only: the tables and the kernels'
+//! arithmetic (Rust twins in [`plan`]), and the CUDA C source itself, compiled as C++ with
+//! an emulation of the CUDA built-ins (`tests/gpu_kernels_emulated.rs`), bit-exact against
+//! the CPU functions. `tamrt gpu-check` runs every kernel against the CPU functions on a GPU
+//! machine and reports errors and timings. The tracker does not use these paths yet (its
+//! engines still take host tensors).
+//!
+//! [`plan`], [`gather`] and [`kernels`] are plain Rust (always compiled, tested without
+//! CUDA); [`device`], [`prepost`], [`bank`] need the `cuda` feature.
+
+#[cfg(feature = "cuda")]
+pub mod bank;
+pub mod check;
+#[cfg(feature = "cuda")]
+mod check_gpu;
+#[cfg(feature = "cuda")]
+pub mod device;
+pub mod gather;
+pub mod kernels;
+pub mod plan;
+#[cfg(feature = "cuda")]
+pub mod prepost;
