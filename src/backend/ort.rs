@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::Tensor;
 
 use super::{Backend, ComponentSession};
@@ -64,7 +64,7 @@ fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
                 errs.push(format!("{}: not found", c.display()));
                 continue;
             }
-            if !arena_enabled() {
+            if arena_mode() == ArenaMode::Off {
                 tune_heap();
             }
             match ort::init_from(c) {
@@ -84,10 +84,28 @@ fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
     .map_err(|e| backend_err(e.clone()))
 }
 
-/// Whether ONNX Runtime's CPU memory arena is on (`TAMRT_ORT_ARENA=1`; off by default to
-/// keep resident memory low).
-pub fn arena_enabled() -> bool {
-    std::env::var("TAMRT_ORT_ARENA").is_ok_and(|v| v == "1")
+/// How ONNX Runtime's CPU sessions hold activation memory (`TAMRT_ORT_ARENA`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArenaMode {
+    /// Default (`shrink`): each session's arena reuses blocks within a run and gives its
+    /// free regions back at the end of the run (`memory.enable_memory_arena_shrinkage`),
+    /// so resident memory is the weights plus the current run's working set.
+    Shrink,
+    /// `keep` (or `1`): arenas keep their peak size between runs (no page faults on the
+    /// next run; every session keeps its own peak resident).
+    Keep,
+    /// `off` (or `0`): no arena; glibc with a 1 MiB mmap threshold and a heap trim after
+    /// each run. Lowest memory, but each run faults its activations in page by page.
+    Off,
+}
+
+/// The arena mode from `TAMRT_ORT_ARENA` (`shrink` when unset or unknown).
+pub fn arena_mode() -> ArenaMode {
+    match std::env::var("TAMRT_ORT_ARENA").as_deref() {
+        Ok("keep") | Ok("1") => ArenaMode::Keep,
+        Ok("off") | Ok("0") => ArenaMode::Off,
+        _ => ArenaMode::Shrink,
+    }
 }
 
 /// ONNX Runtime CPU backend.
@@ -110,6 +128,8 @@ impl Backend for OrtBackend {
 pub struct OrtSession {
     session: Session,
     path: PathBuf,
+    run_options: RunOptions,
+    mode: ArenaMode,
 }
 
 impl OrtSession {
@@ -121,15 +141,14 @@ impl OrtSession {
         let ctx = |e: ort::Error| backend_err(format!("ONNX Runtime cannot load '{}': {e}", path.display()));
         let mut b = Session::builder(env).map_err(ctx)?;
         b = b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(|e| ctx(e.into()))?;
-        if !arena_enabled() {
-            // Without the CPU arena and memory-pattern planning, buffers are freed when a run
-            // ends instead of being kept at their peak size: lower resident memory between
-            // calls with different shapes (memory attention grows with the memory bank).
-            b = b.with_memory_pattern(false).map_err(|e| ctx(e.into()))?;
-            // Pre-packed MatMul weights are a second copy of each weight; the products
-            // that dominate (thousands of rows) pack their operand per call at no
-            // measurable cost.
-            b = b.with_prepacking(false).map_err(|e| ctx(e.into()))?;
+        // Activations are re-planned per call (memory attention grows with the bank), and
+        // pre-packed MatMul weights would be a second copy of each weight: the products
+        // that dominate (thousands of rows) pack their operand per call at no measurable
+        // cost.
+        b = b.with_memory_pattern(false).map_err(|e| ctx(e.into()))?;
+        b = b.with_prepacking(false).map_err(|e| ctx(e.into()))?;
+        let mode = arena_mode();
+        if mode == ArenaMode::Off {
             b = b
                 .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
                 .map_err(|e| ctx(e.into()))?;
@@ -139,7 +158,11 @@ impl OrtSession {
             b = b.with_inter_threads(1).map_err(|e| ctx(e.into()))?;
         }
         let session = b.commit_from_file(path).map_err(ctx)?;
-        Ok(OrtSession { session, path: path.to_path_buf() })
+        let mut run_options = RunOptions::new().map_err(ctx)?;
+        if mode == ArenaMode::Shrink {
+            run_options.set("memory.enable_memory_arena_shrinkage", "cpu:0").map_err(ctx)?;
+        }
+        Ok(OrtSession { session, path: path.to_path_buf(), run_options, mode })
     }
 
     pub fn output_names(&self) -> Vec<String> {
@@ -166,7 +189,10 @@ impl ComponentSession for OrtSession {
                 .map_err(|e| backend_err(format!("{file}: input '{name}': {e}")))?;
             values.push((name.to_string(), v));
         }
-        let outputs = self.session.run(values).map_err(|e| backend_err(format!("{file}: run failed: {e}")))?;
+        let outputs = self
+            .session
+            .run_with_options(values, &self.run_options)
+            .map_err(|e| backend_err(format!("{file}: run failed: {e}")))?;
         let mut res = Vec::new();
         for (name, value) in outputs.iter() {
             let (shape, data) =
@@ -174,7 +200,7 @@ impl ComponentSession for OrtSession {
             res.push((name.to_string(), TensorF32::new(shape.iter().map(|d| *d as usize).collect(), data.to_vec())));
         }
         drop(outputs);
-        if !arena_enabled() {
+        if self.mode != ArenaMode::Keep {
             trim_heap();
         }
         Ok(res)
