@@ -24,4 +24,4 @@ pub mod backend;
 pub use error::{Error, ErrorKind, Result};
 
 /// Version written into `model.json`; the runtime refuses model dirs of another one.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;

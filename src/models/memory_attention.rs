@@ -61,8 +61,10 @@ pub fn build_memory_attention(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     g.set_doc("SAM 2 MemoryAttention.forward (batch-first), RoPE self/cross attention");
 
     let (ci, mi, ei) = (c as i64, m as i64, e as i64);
-    let curr = g.input("curr", DataType::Float, dims!["objects", ci, ei, ei]);
-    let curr_pos = g.input("curr_pos", DataType::Float, dims!["objects", ci, ei, ei]);
+    // `curr_batch` is 1 (one frame for all objects: the first layer's self-attention then
+    // runs once, and the cross-attention broadcasts it over the objects) or `objects`
+    let curr = g.input("curr", DataType::Float, dims!["curr_batch", ci, ei, ei]);
+    let curr_pos = g.input("curr_pos", DataType::Float, dims!["curr_batch", ci, ei, ei]);
     let memory = g.input("memory", DataType::Float, dims!["objects", "mem_tokens", mi]);
     let memory_pos = g.input("memory_pos", DataType::Float, dims!["objects", "mem_tokens", mi]);
     let obj_ptrs = g.input("obj_ptrs", DataType::Float, dims!["objects", "ptr_tokens", mi]);

@@ -216,8 +216,43 @@ impl TrackerModels {
         })
     }
 
-    /// Memory encoder on a batch: returns (`maskmem_features`, `maskmem_pos_enc`).
+    /// Memory encoder on a batch: returns (`maskmem_features`, `maskmem_pos_enc`). Runs
+    /// in chunks of at most [`memory_encoder_batch`] objects (results concatenated).
     pub fn encode_memory(
+        &mut self,
+        pix_feat: &TensorF32,
+        mask_high_res: &TensorF32,
+        object_score_logits: &TensorF32,
+        binarize: bool,
+    ) -> Result<(TensorF32, TensorF32)> {
+        let b = pix_feat.shape[0];
+        let chunk = memory_encoder_batch(self.config());
+        if b <= chunk {
+            return self.encode_memory_call(pix_feat, mask_high_res, object_score_logits, binarize);
+        }
+        let (mut feats, mut pos): (Option<TensorF32>, Option<TensorF32>) = (None, None);
+        for start in (0..b).step_by(chunk) {
+            let n = chunk.min(b - start);
+            let (f, p) = self.encode_memory_call(
+                &batch_slice(pix_feat, start, n),
+                &batch_slice(mask_high_res, start, n),
+                &batch_slice(object_score_logits, start, n),
+                binarize,
+            )?;
+            for (acc, t) in [(&mut feats, f), (&mut pos, p)] {
+                match acc {
+                    Some(a) => {
+                        a.shape[0] += t.shape[0];
+                        a.data.extend_from_slice(&t.data);
+                    }
+                    None => *acc = Some(t),
+                }
+            }
+        }
+        Ok((feats.expect("b > chunk ≥ 1"), pos.expect("b > chunk ≥ 1")))
+    }
+
+    fn encode_memory_call(
         &mut self,
         pix_feat: &TensorF32,
         mask_high_res: &TensorF32,
@@ -273,6 +308,24 @@ fn trace_memory(component: &str) {
     }
 }
 
+/// Objects per memory-encoder call: each object's fuser holds `E² × 4C` fp32 hidden
+/// activations (16.8 MB at SAM 2's E = 64, C = 256) a few times over (GELU's
+/// temporaries), so real-size models encode one object per call; reduced models batch.
+pub fn memory_encoder_batch(cfg: &ModelConfig) -> usize {
+    const BUDGET: usize = 96 << 20;
+    let e = cfg.embed_side();
+    let per_object = 4 * e * e * 4 * cfg.hidden_dim() * 4;
+    (BUDGET / per_object.max(1)).max(1)
+}
+
+/// Objects `start..start + n` of a batch tensor.
+fn batch_slice(t: &TensorF32, start: usize, n: usize) -> TensorF32 {
+    let per = t.numel() / t.shape[0].max(1);
+    let mut shape = t.shape.clone();
+    shape[0] = n;
+    TensorF32::new(shape, t.data[start * per..(start + n) * per].to_vec())
+}
+
 /// Repeat a batch-1 tensor `b` times along axis 0.
 pub fn repeat_batch(t: &TensorF32, b: usize) -> TensorF32 {
     debug_assert_eq!(t.shape[0], 1);
@@ -283,4 +336,27 @@ pub fn repeat_batch(t: &TensorF32, b: usize) -> TensorF32 {
         data.extend_from_slice(&t.data);
     }
     TensorF32::new(shape, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_size_models_encode_one_object_per_call_reduced_ones_batch() {
+        for name in ["sam2.1_hiera_t", "sam2_hiera_l", "edgetam"] {
+            assert_eq!(memory_encoder_batch(&ModelConfig::builtin(name).unwrap()), 1, "{name}");
+        }
+        let mut tiny = ModelConfig::builtin("sam2.1_hiera_t").unwrap();
+        tiny.image_size = 256; // E = 16
+        assert!(memory_encoder_batch(&tiny) >= 4);
+    }
+
+    #[test]
+    fn batch_slice_takes_whole_objects() {
+        let t = TensorF32::new(vec![3, 2], vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0]);
+        let s = batch_slice(&t, 1, 2);
+        assert_eq!(s.shape, vec![2, 2]);
+        assert_eq!(s.data, vec![10.0, 11.0, 20.0, 21.0]);
+    }
 }

@@ -428,10 +428,10 @@ impl Tracker<'_> {
                 let memory_pos = TensorF32::new(vec![b, t_tokens, m], inputs.memory_pos);
                 let ptrs = TensorF32::new(vec![b, p_tokens, m], inputs.ptrs);
                 let ptrs_pos = TensorF32::new(vec![b, p_tokens, m], inputs.ptrs_pos);
-                let curr = repeat_batch(&feats.vision_feat, b);
-                let curr_pos = repeat_batch(&feats.vision_pos, b);
+                // one frame for all `b` objects (the graph broadcasts it)
+                let (curr, curr_pos) = (&feats.vision_feat, &feats.vision_pos);
                 self.models.times.host += t_host.elapsed();
-                let out = self.models.attend(&curr, &curr_pos, &memory, &memory_pos, &ptrs, &ptrs_pos)?;
+                let out = self.models.attend(curr, curr_pos, &memory, &memory_pos, &ptrs, &ptrs_pos)?;
                 let per = c * hw;
                 for (bi, &k) in members.iter().enumerate() {
                     pix_with_mem[k] = Some(out.data[bi * per..(bi + 1) * per].to_vec());

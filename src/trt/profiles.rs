@@ -52,6 +52,8 @@ pub fn axis_range(axis: &str, cfg: &ModelConfig, r: &ProfileRanges) -> Result<(i
     let tp = tokens_per_pointer(cfg);
     Ok(match axis {
         "objects" => (1, 1.max(r.max_objects.min(3)), r.max_objects),
+        // the memory attention's current frame: 1 (shared by all objects) or one per object
+        "curr_batch" => (1, 1, r.max_objects),
         "points" => (1, 2, r.max_points),
         "mem_tokens" => (tf, tf * r.max_memory_frames, tf * r.max_memory_frames),
         "ptr_tokens" => (0, tp * r.max_pointers, tp * r.max_pointers),
@@ -59,7 +61,7 @@ pub fn axis_range(axis: &str, cfg: &ModelConfig, r: &ProfileRanges) -> Result<(i
             return Err(Error::new(
                 ErrorKind::Graph,
                 format!(
-                "dynamic axis '{other}' has no TensorRT profile range (known: objects, points, mem_tokens, ptr_tokens)"
+                "dynamic axis '{other}' has no TensorRT profile range (known: objects, curr_batch, points, mem_tokens, ptr_tokens)"
             ),
             ))
         }
@@ -112,7 +114,7 @@ mod tests {
                 IoSpec {
                     name: "curr".into(),
                     dtype: "float32".into(),
-                    shape: vec!["objects".into(), 256.into(), 64.into(), 64.into()],
+                    shape: vec!["curr_batch".into(), 256.into(), 64.into(), 64.into()],
                 },
                 IoSpec {
                     name: "memory".into(),
@@ -133,6 +135,8 @@ mod tests {
         };
         let p = graph_profiles(&spec, &cfg, &ProfileRanges::default()).unwrap();
         assert_eq!(p.len(), 3);
+        // one current frame for all objects, or one per object
+        assert_eq!((p[0].min[0], p[0].opt[0], p[0].max[0]), (1, 1, 8));
         assert_eq!(p[1].min, vec![1, 4096, 64]);
         assert_eq!(p[1].max, vec![8, 7 * 4096, 64]);
         assert_eq!(p[2].min, vec![1, 0, 64]);
