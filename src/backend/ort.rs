@@ -232,8 +232,8 @@ const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
 /// returned to the OS when freed. With glibc's default (a threshold that rises to 32 MB
 /// after the first large free) the activations land in the heap, where freed blocks
 /// were not reused within a run: one memory-attention call at 7 memory frames peaked at
-/// 1.7 GB resident instead of 0.4 GB. Fresh mappings cost page faults, but the heap
-/// faulted in as much memory.
+/// 1.7 GB resident instead of 0.4 GB. Fresh mappings cost page faults on every run: on
+/// the real-size tracker benchmark this mode ran ~1.6× slower than `shrink`.
 fn tune_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: sets a process-wide allocator parameter; called once, before any session.
@@ -242,11 +242,10 @@ fn tune_heap() {
     }
 }
 
-/// After a run without the arena, hand the pages of its freed intermediates back to the
-/// OS. glibc keeps freed heap memory resident (its mmap threshold rises to 32 MB after
-/// the first large free, so the big activations land in the heap), and the process
-/// would then sit at the sum of every session's peak rather than at the live memory.
-/// Costs a heap walk (well under a millisecond against runs of 0.1–10 s).
+/// After a run (modes `shrink` and `off`), hand free heap pages back to the OS: glibc
+/// keeps freed heap memory resident, so the tracker's own per-frame buffers and, without
+/// the arena, the activations would leave the process at the sum of past peaks rather
+/// than at its live memory. Costs one walk of the heap per run.
 fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
