@@ -17,14 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use tamrt::backend::ort::OrtBackend;
-use tamrt::config::ModelConfig;
-use tamrt::export::{export_model, Component, WeightsFrom};
 use tamrt::tracker::ops::fill_holes;
 use tamrt::tracker::resize::{bilinear, bilinear_aa, pil_resize_rgb8};
 use tamrt::tracker::{run_track_job, FrameDir, FrameSource, TrackJob, TrackerModels, TrackerOptions};
 
 mod common;
-use common::{check_fixture_scenario, f32_tensors, merge_overrides, sha256_hex, IOU_MIN, LOGIT_REL};
+use common::{check_fixture_scenario, export_fixture_model, f32_tensors, sha256_hex, IOU_MIN, LOGIT_REL};
 /// Largest per-channel difference allowed between tamrt's and PIL's JPEG decoding.
 const JPEG_MAX_DIFF: u32 = 4;
 
@@ -50,26 +48,8 @@ fn exported(fx: &Path) -> PathBuf {
     if let Some(d) = dirs.get(fx) {
         return d.clone();
     }
-    let m = meta(fx);
     let out = tmp(&format!("model{}", dirs.len()));
-    let (cfg, ck) = if let Some(ck) = m["checkpoint"].as_str() {
-        (ModelConfig::from_json_file(&fx.join("config.json")).unwrap(), fx.join(ck))
-    } else {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join(m["base_checkpoint"].as_str().unwrap());
-        let want = m["base_checkpoint_sha256"].as_str().unwrap();
-        let have = sha256_hex(&std::fs::read(&base).unwrap_or_else(|e| panic!("{}: {e}", base.display())));
-        assert_eq!(
-            have,
-            want,
-            "{} changed since the tracker fixture was made: rerun tests/fixtures/gen/gen_tracker.py --out tests/fixtures/tracker",
-            base.display()
-        );
-        let cfg = ModelConfig::from_json_file(&base.with_file_name("config.json")).unwrap();
-        let merged = out.with_extension("merged.safetensors");
-        merge_overrides(&base, &fx.join("weight_overrides.safetensors"), &merged);
-        (cfg, merged)
-    };
-    export_model(&cfg, WeightsFrom::Checkpoint(ck), &out, &Component::ALL).unwrap();
+    export_fixture_model(fx, &meta(fx), &out, "tests/fixtures/gen/gen_tracker.py --out tests/fixtures/tracker");
     dirs.insert(fx.to_path_buf(), out.clone());
     out
 }

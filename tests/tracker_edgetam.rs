@@ -24,12 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use tamrt::backend::ort::OrtBackend;
-use tamrt::config::ModelConfig;
-use tamrt::export::{export_model, Component, WeightsFrom};
 use tamrt::tracker::{FrameDir, TrackerModels, TrackerOptions};
 
 mod common;
-use common::{check_fixture_scenario, merge_overrides, sha256_hex};
+use common::{check_fixture_scenario, export_fixture_model};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,28 +57,14 @@ fn exported(fx: &Path) -> PathBuf {
     if let Some(d) = dirs.get(fx) {
         return d.clone();
     }
-    let m = meta(fx);
     let out = std::env::temp_dir().join(format!("tamrt-tracker-edgetam-{}-{}", std::process::id(), dirs.len()));
-    let _ = std::fs::remove_dir_all(&out);
-    let (cfg, ck) = if let Some(ck) = m["checkpoint"].as_str() {
-        (ModelConfig::from_json_file(&fx.join("config.json")).unwrap(), fx.join(ck))
-    } else {
-        let base = root().join(m["base_checkpoint"].as_str().unwrap());
-        let have = sha256_hex(&std::fs::read(&base).unwrap_or_else(|e| panic!("{}: {e}", base.display())));
-        assert_eq!(
-            have,
-            m["base_checkpoint_sha256"].as_str().unwrap(),
-            "{} changed since the fixture was made: rerun tests/fixtures/gen/gen_tracker_edgetam.py \
-             --out tests/fixtures/tracker_edgetam",
-            base.display()
-        );
-        let cfg = ModelConfig::from_json_file(&base.with_file_name("config.json")).unwrap();
-        let merged = out.with_extension("merged.safetensors");
-        merge_overrides(&base, &fx.join("weight_overrides.safetensors"), &merged);
-        (cfg, merged)
-    };
+    let cfg = export_fixture_model(
+        fx,
+        &meta(fx),
+        &out,
+        "tests/fixtures/gen/gen_tracker_edgetam.py --out tests/fixtures/tracker_edgetam",
+    );
     assert!(cfg.perceiver.is_some(), "the fixture model must be an EdgeTAM one");
-    export_model(&cfg, WeightsFrom::Checkpoint(ck), &out, &Component::ALL).unwrap();
     dirs.insert(fx.to_path_buf(), out.clone());
     out
 }

@@ -142,3 +142,36 @@ pub fn check_fixture_scenario(
         opts,
     )
 }
+
+/// Export a tracker fixture's model into `out` and return the config: the fixture's own
+/// checkpoint (`meta.json` → `checkpoint`, real size) or its base checkpoint with
+/// `weight_overrides.safetensors` applied (reduced models; the base must still have the
+/// SHA-256 recorded in `meta.json`, else `regen` says how to remake the fixture).
+pub fn export_fixture_model(
+    fx: &Path,
+    meta: &serde_json::Value,
+    out: &Path,
+    regen: &str,
+) -> tamrt::config::ModelConfig {
+    use tamrt::config::ModelConfig;
+    use tamrt::export::{export_model, Component, WeightsFrom};
+    let _ = std::fs::remove_dir_all(out);
+    let (cfg, ck) = if let Some(ck) = meta["checkpoint"].as_str() {
+        (ModelConfig::from_json_file(&fx.join("config.json")).unwrap(), fx.join(ck))
+    } else {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join(meta["base_checkpoint"].as_str().unwrap());
+        let have = sha256_hex(&std::fs::read(&base).unwrap_or_else(|e| panic!("{}: {e}", base.display())));
+        assert_eq!(
+            have,
+            meta["base_checkpoint_sha256"].as_str().unwrap(),
+            "{} changed since the fixture was made: rerun {regen}",
+            base.display()
+        );
+        let cfg = ModelConfig::from_json_file(&base.with_file_name("config.json")).unwrap();
+        let merged = out.with_extension("merged.safetensors");
+        merge_overrides(&base, &fx.join("weight_overrides.safetensors"), &merged);
+        (cfg, merged)
+    };
+    export_model(&cfg, WeightsFrom::Checkpoint(ck), out, &Component::ALL).unwrap();
+    cfg
+}
