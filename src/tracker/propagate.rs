@@ -37,8 +37,9 @@ pub struct TrackReport {
 /// Memory-attention working set (bytes, all objects of one call) above which objects
 /// with the same memory layout are not batched into one call: per object the graph
 /// holds the N projected and rotated keys (a few `N × d` fp32 copies) and one query
-/// block's scores and weights (`2 × ATTN_QUERY_BLOCK × N`). Batching saves call overhead
-/// only; the products are the same.
+/// block's scores and weights (`2 × ATTN_QUERY_BLOCK × N`). A batch shares the current
+/// frame, so the first layer's self-attention runs once per call; the other products
+/// are per object either way.
 const ATTN_CALL_BYTES: usize = 64 << 20;
 
 fn no_points(b: usize) -> (TensorF32, TensorF32) {
@@ -366,7 +367,7 @@ impl Tracker<'_> {
             let mut pix_with_mem: Vec<Option<Vec<f32>>> = vec![None; run.len()];
             self.models.times.host += t_host.elapsed();
             // split groups so one call's working set stays under ATTN_CALL_BYTES
-            // (the batch saves call overhead only; large batches cost memory)
+            // (large batches cost memory)
             let chunks: Vec<((usize, usize), Vec<usize>)> = groups
                 .into_iter()
                 .flat_map(|(key, members)| {
