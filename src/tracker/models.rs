@@ -166,11 +166,13 @@ impl TrackerModels {
     pub fn encode_image(&mut self, image: Vec<f32>) -> Result<FrameFeatures> {
         let s = self.config().image_size;
         let t = TensorF32::new(vec![1, 3, s, s], image);
-        let t0 = Instant::now();
-        let mut out = self.image_encoder.run(&[("image", &t)])?;
-        self.times.image_encoder += t0.elapsed();
-        self.times.image_encoder_calls += 1;
-        trace_memory("image_encoder");
+        let times = &mut self.times;
+        let mut out = run_timed(
+            self.image_encoder.as_mut(),
+            (&mut times.image_encoder, &mut times.image_encoder_calls),
+            "image_encoder",
+            &[("image", &t)],
+        )?;
         Ok(FrameFeatures {
             high_res_feat0: take_output(&mut out, "high_res_feat0")?,
             high_res_feat1: take_output(&mut out, "high_res_feat1")?,
@@ -195,20 +197,22 @@ impl TrackerModels {
         let f0 = repeat_batch(&feats.high_res_feat0, b);
         let f1 = repeat_batch(&feats.high_res_feat1, b);
         let mm = TensorF32::new(vec![1], vec![if multimask { 1.0 } else { 0.0 }]);
-        let t0 = Instant::now();
-        let mut out = self.prompt_decoder.run(&[
-            ("image_embed", image_embed),
-            ("high_res_feat0", &f0),
-            ("high_res_feat1", &f1),
-            ("point_coords", point_coords),
-            ("point_labels", point_labels),
-            ("mask_input", mask_input),
-            ("has_mask_input", has_mask_input),
-            ("multimask_output", &mm),
-        ])?;
-        self.times.prompt_decoder += t0.elapsed();
-        self.times.prompt_decoder_calls += 1;
-        trace_memory("prompt_decoder");
+        let times = &mut self.times;
+        let mut out = run_timed(
+            self.prompt_decoder.as_mut(),
+            (&mut times.prompt_decoder, &mut times.prompt_decoder_calls),
+            "prompt_decoder",
+            &[
+                ("image_embed", image_embed),
+                ("high_res_feat0", &f0),
+                ("high_res_feat1", &f1),
+                ("point_coords", point_coords),
+                ("point_labels", point_labels),
+                ("mask_input", mask_input),
+                ("has_mask_input", has_mask_input),
+                ("multimask_output", &mm),
+            ],
+        )?;
         Ok(DecoderOut {
             low_res_masks: take_output(&mut out, "low_res_masks")?,
             obj_ptr: take_output(&mut out, "obj_ptr")?,
@@ -260,16 +264,18 @@ impl TrackerModels {
         binarize: bool,
     ) -> Result<(TensorF32, TensorF32)> {
         let bin = TensorF32::new(vec![1], vec![if binarize { 1.0 } else { 0.0 }]);
-        let t0 = Instant::now();
-        let mut out = self.memory_encoder.run(&[
-            ("pix_feat", pix_feat),
-            ("mask_high_res", mask_high_res),
-            ("object_score_logits", object_score_logits),
-            ("binarize", &bin),
-        ])?;
-        self.times.memory_encoder += t0.elapsed();
-        self.times.memory_encoder_calls += 1;
-        trace_memory("memory_encoder");
+        let times = &mut self.times;
+        let mut out = run_timed(
+            self.memory_encoder.as_mut(),
+            (&mut times.memory_encoder, &mut times.memory_encoder_calls),
+            "memory_encoder",
+            &[
+                ("pix_feat", pix_feat),
+                ("mask_high_res", mask_high_res),
+                ("object_score_logits", object_score_logits),
+                ("binarize", &bin),
+            ],
+        )?;
         Ok((take_output(&mut out, "maskmem_features")?, take_output(&mut out, "maskmem_pos_enc")?))
     }
 
@@ -283,20 +289,38 @@ impl TrackerModels {
         obj_ptrs: &TensorF32,
         obj_ptrs_pos: &TensorF32,
     ) -> Result<TensorF32> {
-        let t0 = Instant::now();
-        let mut out = self.memory_attention.run(&[
-            ("curr", curr),
-            ("curr_pos", curr_pos),
-            ("memory", memory),
-            ("memory_pos", memory_pos),
-            ("obj_ptrs", obj_ptrs),
-            ("obj_ptrs_pos", obj_ptrs_pos),
-        ])?;
-        self.times.memory_attention += t0.elapsed();
-        self.times.memory_attention_calls += 1;
-        trace_memory("memory_attention");
+        let times = &mut self.times;
+        let mut out = run_timed(
+            self.memory_attention.as_mut(),
+            (&mut times.memory_attention, &mut times.memory_attention_calls),
+            "memory_attention",
+            &[
+                ("curr", curr),
+                ("curr_pos", curr_pos),
+                ("memory", memory),
+                ("memory_pos", memory_pos),
+                ("obj_ptrs", obj_ptrs),
+                ("obj_ptrs_pos", obj_ptrs_pos),
+            ],
+        )?;
         take_output(&mut out, "pix_feat_with_mem")
     }
+}
+
+/// Run one component: its time and call are added to `stage` (time, calls), and resident
+/// memory after the call is traced.
+fn run_timed(
+    session: &mut dyn ComponentSession,
+    stage: (&mut Duration, &mut usize),
+    component: &str,
+    inputs: &[(&str, &TensorF32)],
+) -> Result<Vec<(String, TensorF32)>> {
+    let t0 = Instant::now();
+    let out = session.run(inputs)?;
+    *stage.0 += t0.elapsed();
+    *stage.1 += 1;
+    trace_memory(component);
+    Ok(out)
 }
 
 /// Resident and peak memory after a component call (`RUST_LOG=tamrt=debug`).
