@@ -163,7 +163,7 @@ fn ramp(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// `nn::sdpa` in query blocks (3 rows, the last block 1 row) equals softmax(q·kᵀ)·v
+/// `nn::sdpa_in_blocks` (3-row blocks, the last 1 row) equals softmax(q·kᵀ/√c)·v
 /// computed here in f64, with the value head broadcast over 2 query heads.
 /// Tolerance 1e-5 absolute: fp32 dot products of 4 O(1) terms and a softmax.
 #[test]
@@ -173,9 +173,9 @@ fn sdpa_in_query_blocks_equals_plain_attention() {
     let q = g.input("q", DataType::Float, dims![1i64, h as i64, nq as i64, c as i64]);
     let kt = g.input("kt", DataType::Float, dims![1i64, h as i64, c as i64, "nk"]);
     let v = g.input("v", DataType::Float, dims![1i64, 1i64, "nk", cv as i64]);
-    let o = tamrt::onnx::nn::sdpa(&mut g, &q, &kt, &v, nq, 3);
-    // Split, 4 blocks of ≤ 3 rows × (MatMul, Softmax, MatMul), Concat
-    assert_eq!(g.num_nodes(), 1 + 4 * 3 + 1);
+    let o = tamrt::onnx::nn::sdpa_in_blocks(&mut g, &q, &kt, &v, c, nq, 3);
+    // Mul (scale), Split, 4 blocks of ≤ 3 rows × (MatMul, Softmax, MatMul), Concat
+    assert_eq!(g.num_nodes(), 1 + 1 + 4 * 3 + 1);
     g.output(&o, "o", DataType::Float, dims![1i64, h as i64, nq as i64, cv as i64]);
     let (qv, ktv, vv) = (ramp(h * nq * c, 1), ramp(h * c * nk, 2), ramp(nk * cv, 3));
     let inputs = [
@@ -189,7 +189,11 @@ fn sdpa_in_query_blocks_equals_plain_attention() {
     for hh in 0..h {
         for i in 0..nq {
             let s: Vec<f64> = (0..nk)
-                .map(|j| (0..c).map(|d| qv[(hh * nq + i) * c + d] as f64 * ktv[(hh * c + d) * nk + j] as f64).sum())
+                .map(|j| {
+                    let dot: f64 =
+                        (0..c).map(|d| qv[(hh * nq + i) * c + d] as f64 * ktv[(hh * c + d) * nk + j] as f64).sum();
+                    dot / (c as f64).sqrt()
+                })
                 .collect();
             let mx = s.iter().cloned().fold(f64::MIN, f64::max);
             let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();

@@ -421,14 +421,12 @@ fn multi_scale_attention(
     // F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     let q = g.reshape(&q, &[0, nq, h_, hd_]);
     let q = g.transpose(&q, &[0, 2, 1, 3]);
-    // scale = 1 / sqrt(E), computed in double as sdp::calculate_scale does
-    let q = g.mul_scalar(&q, (1.0 / (hd as f64).sqrt()) as f32);
     let k = g.reshape(k, &[0, nk, h_, hd_]);
     let kt = g.transpose(&k, &[0, 2, 3, 1]);
     let v = g.reshape(v, &[0, nk, h_, hd_]);
     let v = g.transpose(&v, &[0, 2, 1, 3]);
-    // (the global-attention blocks have 4096 queries: run in row blocks, see `nn::sdpa`)
-    let o = nn::sdpa(g, &q, &kt, &v, qh * qw, nn::ATTN_QUERY_BLOCK);
+    // (the global-attention blocks have 4096 queries: run in row blocks)
+    let o = nn::sdpa_in_blocks(g, &q, &kt, &v, hd, qh * qw, nn::ATTN_QUERY_BLOCK);
     // x.transpose(1, 2).reshape(B, H, W, -1); x = self.proj(x)
     let o = g.transpose(&o, &[0, 2, 1, 3]);
     let o = g.reshape(&o, &[0, qh as i64, qw as i64, d]);

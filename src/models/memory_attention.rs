@@ -15,7 +15,7 @@ use crate::dims;
 use crate::error::{graph_err, Result};
 use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
 use crate::onnx::graph::Graph;
-use crate::onnx::nn::{layer_norm, linear, sdpa, sdpa_scale, ATTN_QUERY_BLOCK};
+use crate::onnx::nn::{layer_norm, linear, sdpa_in_blocks, ATTN_QUERY_BLOCK};
 use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
@@ -171,9 +171,8 @@ fn recombine_heads(g: &mut Graph, x: &Value, dim: usize) -> Value {
 /// `F.scaled_dot_product_attention(q, k, v)` on [B, heads, N, c] tensors (queries the
 /// E×E grid), then `_recombine_heads` and `out_proj`.
 pub(crate) fn attend(g: &mut Graph, vb: &Vb, dm: &Dims, nq: usize, q: &Value, k: &Value, v: &Value) -> Result<Value> {
-    let q = g.mul_scalar(q, sdpa_scale(dm.hd()));
     let kt = g.transpose(k, &[0, 1, 3, 2]);
-    let o = sdpa(g, &q, &kt, v, nq, ATTN_QUERY_BLOCK);
+    let o = sdpa_in_blocks(g, q, &kt, v, dm.hd(), nq, ATTN_QUERY_BLOCK);
     let o = recombine_heads(g, &o, dm.d);
     linear(g, &vb.pp("out_proj"), &o, dm.d, dm.d, true)
 }
@@ -219,11 +218,10 @@ pub(crate) fn attend_raw_values(
     let w = g.initializer(&format!("{}.out_proj@v_proj^T", vb.prefix()), &[heads * kv, d], folded.into());
     let b = g.initializer(&format!("{}.out_proj@v_proj.bias", vb.prefix()), &[d], bias.into());
 
-    let q = g.mul_scalar(q, sdpa_scale(hd));
     let kt = g.transpose(k, &[0, 1, 3, 2]);
     // one value head shared by all heads: [B, 1, N, kv]
     let x = g.unsqueeze(x, &[1]);
-    let o = sdpa(g, &q, &kt, &x, nq, ATTN_QUERY_BLOCK);
+    let o = sdpa_in_blocks(g, q, &kt, &x, hd, nq, ATTN_QUERY_BLOCK);
     // [B, heads, nq, kv] -> [B, nq, heads·kv]
     let o = recombine_heads(g, &o, heads * kv);
     let o = g.matmul(&o, &w);

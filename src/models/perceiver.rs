@@ -242,10 +242,7 @@ fn attention(
     let (q, k, v) = (split(g, &q), split(g, &k), split(g, &v));
     // `F.scaled_dot_product_attention(q, k, v)`: softmax(q·kᵀ / √dim_head)·v
     let kt = g.transpose(&k, &[0, 1, 3, 2]);
-    let s = g.matmul(&q, &kt);
-    let s = g.mul_scalar(&s, 1.0 / (d.dim_head as f32).sqrt());
-    let a = g.softmax(&s, -1);
-    let o = g.matmul(&a, &v);
+    let o = crate::onnx::nn::sdpa(g, &q, &kt, &v, d.dim_head);
     let o = g.transpose(&o, &[0, 2, 1, 3]);
     let o = g.reshape(&o, &[0, 0, inner as i64]);
     linear(g, &vb.pp("to_out"), &o, inner, d.dim, false)

@@ -46,11 +46,7 @@ pub fn attention(g: &mut Graph, vb: &Vb, d: AttnDims, q: &Value, k: &Value, v: &
     let v = g.reshape(&v, &[0, 0, h, -1]);
     let v = g.transpose(&v, &[0, 2, 1, 3]);
     // scaled_dot_product_attention: softmax(q @ kᵀ · 1/√d) @ v
-    let scale = 1.0 / ((ci / d.num_heads) as f32).sqrt();
-    let attn = g.matmul(&q, &kt);
-    let attn = g.mul_scalar(&attn, scale);
-    let attn = g.softmax(&attn, -1);
-    let out = g.matmul(&attn, &v);
+    let out = nn::sdpa(g, &q, &kt, &v, ci / d.num_heads);
     // _recombine_heads: x.transpose(1, 2).reshape(b, n_tokens, n_heads * c_per_head)
     let out = g.transpose(&out, &[0, 2, 1, 3]);
     let out = g.reshape(&out, &[0, 0, -1]);

@@ -111,41 +111,53 @@ pub fn mlp(
     Ok(x)
 }
 
-/// Query rows per attention block in [`sdpa`]: the memory attention's cross-attention
+/// Query rows per attention block in [`sdpa_in_blocks`]: the memory attention's cross-attention
 /// scores of one block are `256 × (frames·4096 + pointer tokens)` floats per object
 /// (29 MB at 7 frames), Hiera's global attention `heads × 256 × 4096` (16 MB for
 /// Hiera-T's 4 heads).
 pub const ATTN_QUERY_BLOCK: usize = 256;
 
-/// `F.scaled_dot_product_attention(q, k, v)` (no mask, no dropout) on `q: [B, h, nq, c]`,
-/// keys given transposed (`kt: [B, h, c, nk]`, `nk` may be dynamic) and `v: [B, h or 1,
-/// nk, cv]`; returns `[B, h, nq, cv]`.
-///
-/// The `1/√c` scale is applied to the queries (`nq·c` products instead of `nq·nk`), and
-/// the queries run in blocks of at most `block` rows, each block with its own scores,
-/// softmax and product: row `i` of the result only depends on row `i` of `q`, so this is
-/// the same attention, but the largest intermediate is `block × nk` per head instead of
-/// `nq × nk` (the memory attention's cross-attention scores are 4096 × 7·4096 per object
-/// otherwise: 470 MB). Blocks are concatenated in order.
-pub fn sdpa(g: &mut Graph, q: &Value, kt: &Value, v: &Value, nq: usize, block: usize) -> Value {
+/// `F.scaled_dot_product_attention(q, k, v)` (no mask, no dropout) on `q: [B, h, n, c]`,
+/// keys given transposed (`kt: [B, h, c, nk]`) and `v: [B, h or 1, nk, cv]`; returns
+/// `[B, h, n, cv]`. The `1/√head_dim` scale multiplies the queries (`n·c` products
+/// instead of `n·nk`).
+pub fn sdpa(g: &mut Graph, q: &Value, kt: &Value, v: &Value, head_dim: usize) -> Value {
+    let q = g.mul_scalar(q, sdpa_scale(head_dim));
+    softmax_product(g, &q, kt, v)
+}
+
+/// [`sdpa`] with the `nq` queries (a static count; `nk` may be dynamic) run in blocks of
+/// at most `block` rows, each block with its own scores, softmax and product: row `i` of
+/// the result only depends on row `i` of `q`, so this is the same attention, but the
+/// largest intermediate is `block × nk` per head instead of `nq × nk` (the memory
+/// attention's cross-attention scores are 4096 × 7·4096 per object otherwise: 470 MB).
+/// Blocks are concatenated in order.
+pub fn sdpa_in_blocks(
+    g: &mut Graph,
+    q: &Value,
+    kt: &Value,
+    v: &Value,
+    head_dim: usize,
+    nq: usize,
+    block: usize,
+) -> Value {
     let block = block.max(1);
     if nq <= block {
-        let s = g.matmul(q, kt);
-        let p = g.softmax(&s, -1);
-        return g.matmul(&p, v);
+        return sdpa(g, q, kt, v, head_dim);
     }
+    let q = g.mul_scalar(q, sdpa_scale(head_dim));
     let sizes: Vec<i64> = (0..nq).step_by(block).map(|s| (nq - s).min(block) as i64).collect();
-    let blocks = g.split(q, &sizes, 2);
-    let outs: Vec<Value> = blocks
-        .iter()
-        .map(|qb| {
-            let s = g.matmul(qb, kt);
-            let p = g.softmax(&s, -1);
-            g.matmul(&p, v)
-        })
-        .collect();
+    let blocks = g.split(&q, &sizes, 2);
+    let outs: Vec<Value> = blocks.iter().map(|qb| softmax_product(g, qb, kt, v)).collect();
     let refs: Vec<&Value> = outs.iter().collect();
     g.concat(&refs, 2)
+}
+
+/// `softmax(q·kt)·v` (queries already scaled).
+fn softmax_product(g: &mut Graph, q: &Value, kt: &Value, v: &Value) -> Value {
+    let s = g.matmul(q, kt);
+    let p = g.softmax(&s, -1);
+    g.matmul(&p, v)
 }
 
 /// `1 / sqrt(head_dim)` as `sdp::calculate_scale` computes it (double, then fp32).
