@@ -171,22 +171,27 @@ fn job(fx: &Path, frames: &Path, prompts: &Path, out: &Path) -> TrackJob {
     }
 }
 
-#[test]
-fn cli_writes_sav_layout_and_npy_logits() {
-    let fx = fixture();
-    let out = tmp("cli");
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_tamrt"))
+/// `tamrt track` on the fixture's clip and forward prompts, writing to `out`.
+fn track_cli(fx: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tamrt"))
         .args(["track", "--model-dir"])
-        .arg(exported(&fx))
+        .arg(exported(fx))
         .arg("--frames")
         .arg(fx.join("frames"))
         .arg("--prompts")
         .arg(fx.join("prompts_forward.json"))
         .arg("--out")
-        .arg(&out)
-        .args(["--save-logits", "--threads", "2"])
+        .arg(out)
+        .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn cli_writes_sav_layout_and_npy_logits() {
+    let fx = fixture();
+    let out = tmp("cli");
+    let st = track_cli(&fx, &out, &["--save-logits", "--threads", "2"]);
     assert!(st.status.success(), "tamrt track failed: {}", String::from_utf8_lossy(&st.stderr));
     let refs = f32_tensors(&fx.join("ref_forward.safetensors"));
     for (key, (shape, r)) in &refs {
@@ -224,18 +229,7 @@ fn cli_backend_and_precision_flags() {
     let fx = fixture();
     let run = |extra: &[&str]| {
         let out = tmp("flags");
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tamrt"))
-            .args(["track", "--model-dir"])
-            .arg(exported(&fx))
-            .arg("--frames")
-            .arg(fx.join("frames"))
-            .arg("--prompts")
-            .arg(fx.join("prompts_forward.json"))
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()
-            .unwrap();
+        let o = track_cli(&fx, &out, extra);
         assert!(!out.exists(), "no output may be written on a flag error");
         (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
     };
