@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{EvalReport, Format, ObjectScore};
+use super::{DavisStats, EvalReport, Format, ObjectScore};
 use crate::error::{Error, Result};
 
 /// numpy's pairwise summation (`@TYPE@_pairwise_sum`, blocks of 128, 8 accumulators).
@@ -51,10 +51,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// J&F, J, F and (DAVIS only) the recall / decay figures, of an object or of the whole
+/// report.
 #[derive(Serialize)]
-struct JsonObject<'a> {
-    video: &'a str,
-    obj_id: serde_json::Value,
+struct JsonScores {
     #[serde(rename = "J&F")]
     jf: f64,
     #[serde(rename = "J")]
@@ -69,26 +69,36 @@ struct JsonObject<'a> {
     f_recall: Option<f64>,
     #[serde(rename = "F-Decay", skip_serializing_if = "Option::is_none")]
     f_decay: Option<f64>,
+}
+
+impl JsonScores {
+    fn new(jf: f64, j: f64, f: f64, davis: Option<DavisStats>) -> JsonScores {
+        JsonScores {
+            jf,
+            j,
+            f,
+            j_recall: davis.map(|d| d.j_recall),
+            j_decay: davis.map(|d| d.j_decay),
+            f_recall: davis.map(|d| d.f_recall),
+            f_decay: davis.map(|d| d.f_decay),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonObject<'a> {
+    video: &'a str,
+    obj_id: serde_json::Value,
+    #[serde(flatten)]
+    scores: JsonScores,
     frames: usize,
 }
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
     format: &'static str,
-    #[serde(rename = "J&F")]
-    jf: f64,
-    #[serde(rename = "J")]
-    j: f64,
-    #[serde(rename = "F")]
-    f: f64,
-    #[serde(rename = "J-Recall", skip_serializing_if = "Option::is_none")]
-    j_recall: Option<f64>,
-    #[serde(rename = "J-Decay", skip_serializing_if = "Option::is_none")]
-    j_decay: Option<f64>,
-    #[serde(rename = "F-Recall", skip_serializing_if = "Option::is_none")]
-    f_recall: Option<f64>,
-    #[serde(rename = "F-Decay", skip_serializing_if = "Option::is_none")]
-    f_decay: Option<f64>,
+    #[serde(flatten)]
+    scores: JsonScores,
     videos: usize,
     /// Scored frames without a prediction (scored 0), and up to 20 of them by name.
     missing_frames: usize,
@@ -113,25 +123,13 @@ pub fn json_string(r: &EvalReport) -> String {
         .map(|o| JsonObject {
             video: &o.video,
             obj_id: obj_id(o),
-            jf: o.jf(),
-            j: o.j,
-            f: o.f,
-            j_recall: o.davis.map(|d| d.j_recall),
-            j_decay: o.davis.map(|d| d.j_decay),
-            f_recall: o.davis.map(|d| d.f_recall),
-            f_decay: o.davis.map(|d| d.f_decay),
+            scores: JsonScores::new(o.jf(), o.j, o.f, o.davis),
             frames: o.frames,
         })
         .collect();
     let rep = JsonReport {
         format: r.format.name(),
-        jf: r.jf,
-        j: r.j,
-        f: r.f,
-        j_recall: r.davis.map(|d| d.j_recall),
-        j_decay: r.davis.map(|d| d.j_decay),
-        f_recall: r.davis.map(|d| d.f_recall),
-        f_decay: r.davis.map(|d| d.f_decay),
+        scores: JsonScores::new(r.jf, r.j, r.f, r.davis),
         videos: r.videos,
         missing_frames: r.missing_frames,
         missing_examples: &r.missing_examples,
