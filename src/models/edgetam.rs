@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::{Backbone, ModelConfig};
 use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::models::memory_encoder::{mask_for_mem, memory_encoder};
+use crate::models::memory_encoder::{inputs_and_memory_encoder, Encoded};
 use crate::models::perceiver::{build_perceiver, PerceiverDims};
 use crate::models::position_encoding::sine_position_encoding;
 use crate::models::{memory_attention_v2, repvit};
@@ -48,30 +48,17 @@ pub fn build_edgetam_image_encoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> 
 /// Outputs are token-major: `maskmem_features` / `maskmem_pos_enc` `[B, N1 + N2, M]`.
 pub fn build_edgetam_memory_encoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     let p = cfg.perceiver.as_ref().ok_or_else(|| graph_err("edgetam memory_encoder: no perceiver config"))?;
-    let me = &cfg.memory_encoder;
-    let (c, m, e, s) = (cfg.hidden_dim(), cfg.mem_dim(), cfg.embed_side(), cfg.image_size);
+    let (m, e) = (cfg.mem_dim(), cfg.embed_side());
+    let mi = m as i64;
     let pd = PerceiverDims::new(p, m, e)?;
-    if me.mask_downsampler_embed_dim != c {
-        return Err(graph_err(format!(
-            "memory_encoder: mask_downsampler_embed_dim {} != hidden dim {c}",
-            me.mask_downsampler_embed_dim
-        )));
-    }
     if cfg.no_obj_embed_spatial {
         return Err(graph_err("edgetam memory_encoder: no_obj_embed_spatial is not part of EdgeTAM"));
     }
     let mut g = Graph::new("memory_encoder");
     g.set_doc("EdgeTAM SAM2Base._encode_new_memory: mask for memory, MemoryEncoder, spatial perceiver");
-    let (ci, mi, ei, si) = (c as i64, m as i64, e as i64, s as i64);
-    let pix_feat = g.input("pix_feat", DataType::Float, dims!["objects", ci, ei, ei]);
-    let mask = g.input("mask_high_res", DataType::Float, dims!["objects", 1, si, si]);
-    // not used by EdgeTAM (no `no_obj_embed_spatial`): kept for the common contract
-    let _score = g.input("object_score_logits", DataType::Float, dims!["objects", 1]);
-    let binarize = g.input("binarize", DataType::Float, dims![1]);
-
-    let mask_for_mem = g.scoped("mask_for_mem", |g| mask_for_mem(g, cfg, &mask, &binarize));
-    let vbm = vb.pp("memory_encoder");
-    let x = g.scoped("memory_encoder", |g| memory_encoder(g, cfg, &vbm, &pix_feat, &mask_for_mem))?;
+    // `object_score_logits` is not used by EdgeTAM (no `no_obj_embed_spatial`): it stays
+    // an input for the common contract
+    let Encoded { x, score: _ } = inputs_and_memory_encoder(&mut g, cfg, vb)?;
 
     // `maskmem_pos_enc[0]`: PositionEmbeddingSine(M) of the E×E grid, token-major
     let pe = sine_position_encoding(m, e, e);

@@ -22,28 +22,44 @@ const DS_KERNEL: usize = 3;
 const DS_STRIDE: usize = 2;
 const DS_PADDING: i64 = 1;
 
-/// Build `memory_encoder.onnx` (see `export/README.md`).
-pub fn build_memory_encoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
+/// The graph inputs shared by SAM 2's and EdgeTAM's memory encoders, mask for memory and
+/// `MemoryEncoder`: `x` (`maskmem_features` before any model-specific tail) and the
+/// `object_score_logits` input.
+pub(crate) struct Encoded {
+    pub x: Value,
+    pub score: Value,
+}
+
+/// Declare the memory-encoder inputs (`export/README.md`) and build `mask_for_mem` and
+/// `MemoryEncoder` on them.
+pub(crate) fn inputs_and_memory_encoder(g: &mut Graph, cfg: &ModelConfig, vb: &Vb) -> Result<Encoded> {
     let me = &cfg.memory_encoder;
-    let (c, m, e, s) = (cfg.hidden_dim(), cfg.mem_dim(), cfg.embed_side(), cfg.image_size);
+    let (c, e, s) = (cfg.hidden_dim(), cfg.embed_side(), cfg.image_size);
     if me.mask_downsampler_embed_dim != c {
         return Err(graph_err(format!(
             "memory_encoder: mask_downsampler_embed_dim {} != hidden dim {c} (`x = x + masks`)",
             me.mask_downsampler_embed_dim
         )));
     }
-    let mut g = Graph::new("memory_encoder");
-    g.set_doc("SAM 2 SAM2Base._encode_new_memory: mask for memory, MemoryEncoder, no_obj_embed_spatial");
-    let (ci, mi, ei, si) = (c as i64, m as i64, e as i64, s as i64);
+    let (ci, ei, si) = (c as i64, e as i64, s as i64);
     let pix_feat = g.input("pix_feat", DataType::Float, dims!["objects", ci, ei, ei]);
     let mask = g.input("mask_high_res", DataType::Float, dims!["objects", 1, si, si]);
     let score = g.input("object_score_logits", DataType::Float, dims!["objects", 1]);
     let binarize = g.input("binarize", DataType::Float, dims![1]);
 
     let mask_for_mem = g.scoped("mask_for_mem", |g| mask_for_mem(g, cfg, &mask, &binarize));
-
     let vbm = vb.pp("memory_encoder");
     let x = g.scoped("memory_encoder", |g| memory_encoder(g, cfg, &vbm, &pix_feat, &mask_for_mem))?;
+    Ok(Encoded { x, score })
+}
+
+/// Build `memory_encoder.onnx` (see `export/README.md`).
+pub fn build_memory_encoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
+    let (m, e) = (cfg.mem_dim(), cfg.embed_side());
+    let (mi, ei) = (m as i64, e as i64);
+    let mut g = Graph::new("memory_encoder");
+    g.set_doc("SAM 2 SAM2Base._encode_new_memory: mask for memory, MemoryEncoder, no_obj_embed_spatial");
+    let Encoded { x, score } = inputs_and_memory_encoder(&mut g, cfg, vb)?;
 
     // `maskmem_features += (1 - is_obj_appearing[..., None, None]) * self.no_obj_embed_spatial[..., None, None]`
     let features = if cfg.no_obj_embed_spatial {
