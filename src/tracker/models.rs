@@ -220,25 +220,24 @@ impl TrackerModels {
         })
     }
 
-    /// Memory encoder on a batch: returns (`maskmem_features`, `maskmem_pos_enc`). Runs
-    /// in chunks of at most [`memory_encoder_batch`] objects (results concatenated).
+    /// Memory encoder on a batch of objects of one frame (`vision_feat`: the frame's
+    /// features, batch 1; `mask_high_res` and `object_score_logits` per object): returns
+    /// (`maskmem_features`, `maskmem_pos_enc`). Runs in chunks of at most
+    /// [`memory_encoder_batch`] objects (results concatenated).
     pub fn encode_memory(
         &mut self,
-        pix_feat: &TensorF32,
+        vision_feat: &TensorF32,
         mask_high_res: &TensorF32,
         object_score_logits: &TensorF32,
         binarize: bool,
     ) -> Result<(TensorF32, TensorF32)> {
-        let b = pix_feat.shape[0];
+        let b = mask_high_res.shape[0];
         let chunk = memory_encoder_batch(self.config());
-        if b <= chunk {
-            return self.encode_memory_call(pix_feat, mask_high_res, object_score_logits, binarize);
-        }
         let (mut feats, mut pos): (Option<TensorF32>, Option<TensorF32>) = (None, None);
         for start in (0..b).step_by(chunk) {
             let n = chunk.min(b - start);
             let (f, p) = self.encode_memory_call(
-                &batch_slice(pix_feat, start, n),
+                &repeat_batch(vision_feat, n),
                 &batch_slice(mask_high_res, start, n),
                 &batch_slice(object_score_logits, start, n),
                 binarize,
@@ -253,7 +252,8 @@ impl TrackerModels {
                 }
             }
         }
-        Ok((feats.expect("b > chunk ≥ 1"), pos.expect("b > chunk ≥ 1")))
+        let none = || Error::new(ErrorKind::InvalidInput, "memory encoder: no objects given");
+        Ok((feats.ok_or_else(none)?, pos.ok_or_else(none)?))
     }
 
     fn encode_memory_call(

@@ -11,7 +11,7 @@ use crate::weights::TensorF32;
 use super::frames::Prefetcher;
 use super::mem_inputs::{self, MemLayout, ObjectSelection};
 use super::memory_bank::{BankRules, CondFrame, FrameMemory, MaskMem};
-use super::models::{repeat_batch, FrameFeatures, StageTimes};
+use super::models::{FrameFeatures, StageTimes};
 use super::ops;
 use super::output::{ObjectLogits, TrackSink};
 use super::prompts::{Prompt, PromptKind};
@@ -172,7 +172,6 @@ impl Tracker<'_> {
             let vision = self.prompt_vision.get(&f).ok_or_else(|| {
                 Error::new(ErrorKind::InvalidInput, format!("frame {f}: image features of the prompt are gone"))
             })?;
-            let pix = repeat_batch(vision, b);
             let mut high = Vec::with_capacity(b * s * s);
             let mut scores = Vec::with_capacity(b);
             for &(i, j) in &members {
@@ -185,7 +184,7 @@ impl Tracker<'_> {
             let binarize = cfg.binarize_mask_from_pts_for_mem_enc;
             let (feats, pos) = self
                 .models
-                .encode_memory(&pix, &high, &scores, binarize)
+                .encode_memory(vision, &high, &scores, binarize)
                 .map_err(|e| e.context(format!("frame {f}")))?;
             let per = feats.numel() / b;
             if self.maskmem_pos.is_none() {
@@ -465,9 +464,9 @@ impl Tracker<'_> {
                 );
             }
             let high = TensorF32::new(vec![b, 1, s, s], high);
-            let pix = repeat_batch(&feats.vision_feat, b);
             self.models.times.host += t_host.elapsed();
-            let (mem_feats, mem_pos) = self.models.encode_memory(&pix, &high, &d.object_score_logits, false)?;
+            let (mem_feats, mem_pos) =
+                self.models.encode_memory(&feats.vision_feat, &high, &d.object_score_logits, false)?;
             let t_host = Instant::now();
             let per = mem_feats.numel() / b;
             if self.maskmem_pos.is_none() {
