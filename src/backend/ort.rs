@@ -59,13 +59,13 @@ fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
     INIT.get_or_init(|| {
         let cands = library_candidates();
         let mut errs = Vec::new();
+        if arena_mode() == ArenaMode::Off {
+            tune_heap();
+        }
         for c in &cands {
             if !c.exists() {
                 errs.push(format!("{}: not found", c.display()));
                 continue;
-            }
-            if arena_mode() == ArenaMode::Off {
-                tune_heap();
             }
             match ort::init_from(c) {
                 Ok(b) => match b.with_name("tamrt").build() {
