@@ -96,6 +96,7 @@ pub fn report(model_dir: Option<&Path>) -> String {
             Ok(p) => {
                 let _ = writeln!(s, "ONNX Runtime:  {}", p.display());
                 let mode = match crate::backend::ort::arena_mode() {
+                    crate::backend::ort::ArenaMode::Shared => "one arena shared by all sessions, kept at its peak",
                     crate::backend::ort::ArenaMode::Shrink => "arena, shrunk after each run",
                     crate::backend::ort::ArenaMode::Keep => "arena kept at its peak",
                     crate::backend::ort::ArenaMode::Off => "no arena (glibc, 1 MiB mmap threshold)",

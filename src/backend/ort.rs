@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session};
-use ort::value::Tensor;
+use ort::value::TensorRef;
 
 use super::{Backend, ComponentSession};
 use crate::error::{Error, ErrorKind, Result};
@@ -69,7 +69,19 @@ fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
             }
             match ort::init_from(c) {
                 Ok(b) => match b.with_name("tamrt").build() {
-                    Ok(env) => return Ok((c.clone(), env)),
+                    Ok(env) => {
+                        if arena_mode() == ArenaMode::Shared {
+                            if let Err(e) = register_shared_arena(&env) {
+                                // sessions then keep an arena each (as `keep`): slower to
+                                // nothing, larger resident memory
+                                tracing::warn!(
+                                    "{}: no shared CPU arena ({e}); each session keeps its own",
+                                    c.display()
+                                );
+                            }
+                        }
+                        return Ok((c.clone(), env));
+                    }
                     Err(e) => errs.push(format!("{}: {e}", c.display())),
                 },
                 Err(e) => errs.push(format!("{}: {e}", c.display())),
@@ -87,9 +99,15 @@ fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
 /// How ONNX Runtime's CPU sessions hold activation memory (`TAMRT_ORT_ARENA`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArenaMode {
-    /// Default (`shrink`): each session's arena reuses blocks within a run and gives its
-    /// free regions back at the end of the run (`memory.enable_memory_arena_shrinkage`),
-    /// so resident memory is the weights plus the current run's working set.
+    /// Default (`shared`): one arena registered on the environment and used by every
+    /// session (`session.use_env_allocators`). The tracker runs its components one after
+    /// another, so the arena holds the largest single working set, kept between runs (no
+    /// page faults after the first frames), instead of one peak per session.
+    Shared,
+    /// `shrink`: each session's arena reuses blocks within a run and gives its free
+    /// regions back at the end of the run (`memory.enable_memory_arena_shrinkage`), so
+    /// resident memory is the weights plus the current run's working set; every run
+    /// faults its activations in again.
     Shrink,
     /// `keep` (or `1`): arenas keep their peak size between runs (no page faults on the
     /// next run; every session keeps its own peak resident).
@@ -99,13 +117,50 @@ pub enum ArenaMode {
     Off,
 }
 
-/// The arena mode from `TAMRT_ORT_ARENA` (`shrink` when unset or unknown).
+/// The arena mode from `TAMRT_ORT_ARENA` (`shared` when unset or unknown).
 pub fn arena_mode() -> ArenaMode {
     match std::env::var("TAMRT_ORT_ARENA").as_deref() {
+        Ok("shrink") => ArenaMode::Shrink,
         Ok("keep") | Ok("1") => ArenaMode::Keep,
         Ok("off") | Ok("0") => ArenaMode::Off,
-        _ => ArenaMode::Shrink,
+        _ => ArenaMode::Shared,
     }
+}
+
+/// Register one CPU arena on the environment (`CreateAndRegisterAllocator`), for the
+/// sessions created with `session.use_env_allocators`.
+fn register_shared_arena(env: &ort::environment::Environment) -> std::result::Result<(), String> {
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    use ort::AsPointer;
+    let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)
+        .map_err(|e| format!("cannot describe the shared CPU arena: {e}"))?;
+    let api = ort::api();
+    let status_err = |what: &str, st: ort::sys::OrtStatusPtr| -> std::result::Result<(), String> {
+        if st.0.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a non-null status from the API; its message is a C string owned by it,
+        // copied before the status is released.
+        let msg = unsafe {
+            let m = std::ffi::CStr::from_ptr((api.GetErrorMessage)(st.0)).to_string_lossy().into_owned();
+            (api.ReleaseStatus)(st.0);
+            m
+        };
+        Err(format!("{what}: {msg}"))
+    };
+    let mut cfg: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
+    // SAFETY: CreateArenaCfg writes a new config to `cfg` (released below). No size
+    // limit; kNextPowerOfTwo growth (0: on the real-size benchmarks it kept less resident
+    // than kSameAsRequested, whose many exact-size regions fragmented); -1 keeps ORT's
+    // default initial chunk and dead-bytes limit.
+    status_err("CreateArenaCfg", unsafe { (api.CreateArenaCfg)(0, 0, -1, -1, &mut cfg) })?;
+    // SAFETY: env, info and cfg are live; ORT copies what it needs from info and cfg.
+    let r = status_err("CreateAndRegisterAllocator", unsafe {
+        (api.CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), cfg)
+    });
+    // SAFETY: cfg came from CreateArenaCfg and is not used after this.
+    unsafe { (api.ReleaseArenaCfg)(cfg) };
+    r
 }
 
 /// ONNX Runtime CPU backend.
@@ -148,6 +203,9 @@ impl OrtSession {
         b = b.with_memory_pattern(false).map_err(|e| ctx(e.into()))?;
         b = b.with_prepacking(false).map_err(|e| ctx(e.into()))?;
         let mode = arena_mode();
+        if mode == ArenaMode::Shared {
+            b = b.with_env_allocators().map_err(|e| ctx(e.into()))?;
+        }
         if mode == ArenaMode::Off {
             b = b
                 .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
@@ -185,7 +243,8 @@ impl ComponentSession for OrtSession {
                 return Err(backend_err(format!("{file}: graph has no input '{name}'; inputs are {expected:?}")));
             }
             let shape: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
-            let v = Tensor::from_array((shape, t.data.clone()))
+            // a view of the caller's buffer: no copy of the (often tens of MB) inputs
+            let v = TensorRef::from_array_view((shape, t.data.as_slice()))
                 .map_err(|e| backend_err(format!("{file}: input '{name}': {e}")))?;
             values.push((name.to_string(), v));
         }
@@ -242,7 +301,7 @@ fn tune_heap() {
     }
 }
 
-/// After a run (modes `shrink` and `off`), hand free heap pages back to the OS: glibc
+/// After a run (all modes but `keep`), hand free heap pages back to the OS: glibc
 /// keeps freed heap memory resident, so the tracker's own per-frame buffers and, without
 /// the arena, the activations would leave the process at the sum of past peaks rather
 /// than at its live memory. Costs one walk of the heap per run.
