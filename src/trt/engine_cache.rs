@@ -37,9 +37,19 @@ impl Precision {
     }
 
     /// The precision a TensorRT version can build: bf16 needs TensorRT ≥ 9, otherwise
-    /// fp16 is used and the returned note says so.
+    /// fp16 is used; TensorRT ≥ 11 builds strongly typed networks only, so tamrt's fp32
+    /// graphs give fp32 engines. The returned note says what changed.
     pub fn effective(self, trt_major: u32) -> (Precision, Option<String>) {
-        if self == Precision::Bf16 && trt_major < 9 {
+        if self != Precision::Fp32 && trt_major >= 11 {
+            (
+                Precision::Fp32,
+                Some(format!(
+                    "TensorRT {trt_major}.x builds strongly typed networks only and the graphs are fp32: \
+                     building fp32 instead of {}",
+                    self.name()
+                )),
+            )
+        } else if self == Precision::Bf16 && trt_major < 9 {
             (Precision::Fp16, Some(format!("bf16 needs TensorRT >= 9 (found {trt_major}.x): building fp16 instead")))
         } else {
             (self, None)
@@ -231,6 +241,13 @@ mod tests {
         assert!(Precision::Bf16.effective(8).1.unwrap().contains("TensorRT >= 9"));
         assert_eq!(Precision::Bf16.effective(10), (Precision::Bf16, None));
         assert_eq!(Precision::Fp16.effective(8), (Precision::Fp16, None));
+        assert_eq!(Precision::Fp16.effective(10), (Precision::Fp16, None));
+        // TensorRT 11 has no weakly typed networks: reduced precision needs typed graphs
+        let (p, note) = Precision::Fp16.effective(11);
+        assert_eq!(p, Precision::Fp32);
+        assert!(note.unwrap().contains("strongly typed"));
+        assert_eq!(Precision::Bf16.effective(11).0, Precision::Fp32);
+        assert_eq!(Precision::Fp32.effective(11), (Precision::Fp32, None));
     }
 
     #[test]

@@ -85,6 +85,7 @@ bool write_file_atomic(const std::string &path, const void *data, size_t n) {
 // Layers kept in fp32 in reduced-precision engines: the decomposed LayerNorm
 // (ReduceMean / Sub / Pow-or-Mul / Sqrt / Div), Softmax, and every reduction. fp16
 // LayerNorm overflows on SAM 2's large activations otherwise.
+#if NV_TENSORRT_MAJOR < 11
 bool keep_fp32(nvinfer1::ILayer *layer) {
   using nvinfer1::LayerType;
   switch (layer->getType()) {
@@ -102,6 +103,7 @@ bool keep_fp32(nvinfer1::ILayer *layer) {
   const char *name = layer->getName();
   return name && (std::strstr(name, "norm") != nullptr);
 }
+#endif
 
 }  // namespace
 
@@ -177,6 +179,15 @@ int32_t tamrt_trt_build_engine(const char *onnx_path, const char *engine_path, c
       config->setBuilderOptimizationLevel(options->opt_level);
 #endif
     }
+#if NV_TENSORRT_MAJOR >= 11
+    // TensorRT 11 builds strongly typed networks only (the fp16/bf16 builder flags and
+    // per-layer precision are gone): types come from the graph, and tamrt's graphs are fp32.
+    if (options->precision != TAMRT_TRT_FP32) {
+      return fail(TAMRT_TRT_ERR_UNSUPPORTED, "TensorRT " + trt_version_str() +
+                                                 " builds strongly typed networks only and tamrt's graphs are "
+                                                 "fp32: build with --precision fp32");
+    }
+#else
     bool reduced = false;
     if (options->precision == TAMRT_TRT_FP16) {
       if (!builder->platformHasFastFp16()) return fail(TAMRT_TRT_ERR_UNSUPPORTED, "this GPU has no fast fp16");
@@ -200,6 +211,7 @@ int32_t tamrt_trt_build_engine(const char *onnx_path, const char *engine_path, c
         }
       }
     }
+#endif
     nvinfer1::IOptimizationProfile *profile = builder->createOptimizationProfile();
     for (int32_t i = 0; i < nb_dims; ++i) {
       const tamrt_trt_profile_dims &d = dims[i];
