@@ -10,7 +10,7 @@ use crate::dims;
 use crate::error::{graph_err, Result};
 use crate::models::position_encoding::sine_position_encoding;
 use crate::onnx::graph::{ConvOpts, Graph};
-use crate::onnx::nn::{conv2d, layer_norm_2d, linear};
+use crate::onnx::nn::{conv2d, layer_norm, layer_norm_2d, linear};
 use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
@@ -175,14 +175,16 @@ fn mask_downsampler(g: &mut Graph, vb: &Vb, x: &Value, total_stride: usize, embe
 }
 
 /// `CXBlock.forward`: dwconv → LayerNorm2d → NHWC → pwconv1 → GELU → pwconv2 → gamma →
-/// NCHW → residual (drop_path is Identity at inference).
+/// NCHW → residual (drop_path is Identity at inference). The permute to NHWC comes before
+/// the norm here, which makes LayerNorm2d (over channels) a LayerNorm over the last axis:
+/// same values, and a pattern ONNX Runtime runs as one kernel.
 fn cx_block(g: &mut Graph, vb: &Vb, input: &Value, dim: usize, kernel: usize) -> Result<Value> {
     let opts = ConvOpts::default().with_pad((kernel / 2) as i64).with_group(dim as i64);
-    // `x = self.dwconv(x)`; `x = self.norm(x)`
+    // `x = self.dwconv(x)`
     let x = conv2d(g, &vb.pp("dwconv"), input, dim, dim, kernel, &opts, true)?;
-    let x = layer_norm_2d(g, &vb.pp("norm"), &x, dim, LN2D_EPS)?;
-    // `x = x.permute(0, 2, 3, 1)`
+    // `x = x.permute(0, 2, 3, 1)` (moved up), then `x = self.norm(x)`
     let x = g.transpose(&x, &[0, 2, 3, 1]);
+    let x = layer_norm(g, &vb.pp("norm"), &x, dim, LN2D_EPS)?;
     let x = linear(g, &vb.pp("pwconv1"), &x, dim, 4 * dim, true)?;
     let x = g.gelu(&x);
     let x = linear(g, &vb.pp("pwconv2"), &x, 4 * dim, dim, true)?;

@@ -355,8 +355,11 @@ impl Graph {
     }
 
     /// Exact GELU (PyTorch `nn.GELU()` default): 0.5·x·(1 + erf(x/√2)).
+    /// Exact GELU, `0.5 * x * (1 + erf(x / sqrt(2)))`, in the node order ONNX Runtime
+    /// fuses into one Gelu kernel (`Div(sqrt 2) → Erf → Add(1) → Mul(Mul(x, 0.5), ·)`).
     pub fn gelu(&mut self, x: &Value) -> Value {
-        let s = self.mul_scalar(x, std::f32::consts::FRAC_1_SQRT_2);
+        let c = self.scalar(std::f32::consts::SQRT_2);
+        let s = self.div(x, &c);
         let e = self.erf(&s);
         let e1 = self.add_scalar(&e, 1.0);
         let h = self.mul_scalar(x, 0.5);
@@ -383,6 +386,9 @@ impl Graph {
     }
 
     /// Normalise over `axis` (mean/var with keepdims) and hand the result to `affine`.
+    /// Over the last axis with a 1-D affine this is the node order ONNX Runtime fuses into
+    /// one LayerNormalization kernel (`ReduceMean → Sub → Pow(2) → ReduceMean → Add(eps) →
+    /// Sqrt → Div → Mul → Add`).
     pub fn norm_over_axis(
         &mut self,
         x: &Value,
@@ -392,7 +398,8 @@ impl Graph {
     ) -> Value {
         let mean = self.reduce_mean(x, &[axis], true);
         let d = self.sub(x, &mean);
-        let d2 = self.mul(&d, &d);
+        let two = self.scalar(2.0);
+        let d2 = self.pow(&d, &two);
         let var = self.reduce_mean(&d2, &[axis], true);
         let ve = self.add_scalar(&var, eps);
         let sd = self.sqrt(&ve);
