@@ -194,6 +194,16 @@ pub(crate) fn attend_raw_values(
     k: &Value,
     x: &Value,
 ) -> Result<Value> {
+    let kt = g.transpose(k, &[0, 1, 3, 2]);
+    // one value head shared by all heads: [B, 1, N, kv]
+    let x = g.unsqueeze(x, &[1]);
+    let o = sdpa_in_blocks(g, q, &kt, &x, dm.hd(), nq, ATTN_QUERY_BLOCK);
+    raw_values_out(g, vb, dm, &o)
+}
+
+/// The end of [`attend_raw_values`]: `o = a_h·x` per head (`[B, heads, nq, kv]`) →
+/// `Σ_h o_h·(Wo_h·Wv_h)ᵀ + (Wo·bv + bo)`.
+pub(crate) fn raw_values_out(g: &mut Graph, vb: &Vb, dm: &Dims, o: &Value) -> Result<Value> {
     let (d, kv, heads, hd) = (dm.d, dm.kv, dm.heads, dm.hd());
     let wv = vb.pp("v_proj").tensor("weight", &[d, kv])?;
     let bv = vb.pp("v_proj").tensor("bias", &[d])?;
@@ -217,13 +227,8 @@ pub(crate) fn attend_raw_values(
         .collect();
     let w = g.initializer(&format!("{}.out_proj@v_proj^T", vb.prefix()), &[heads * kv, d], folded.into());
     let b = g.initializer(&format!("{}.out_proj@v_proj.bias", vb.prefix()), &[d], bias.into());
-
-    let kt = g.transpose(k, &[0, 1, 3, 2]);
-    // one value head shared by all heads: [B, 1, N, kv]
-    let x = g.unsqueeze(x, &[1]);
-    let o = sdpa_in_blocks(g, q, &kt, &x, hd, nq, ATTN_QUERY_BLOCK);
     // [B, heads, nq, kv] -> [B, nq, heads·kv]
-    let o = recombine_heads(g, &o, heads * kv);
+    let o = recombine_heads(g, o, heads * kv);
     let o = g.matmul(&o, &w);
     Ok(g.add(&o, &b))
 }

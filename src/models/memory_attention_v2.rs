@@ -19,11 +19,11 @@
 use crate::config::ModelConfig;
 use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::models::memory_attention::{attend_raw_values, layer_with, proj, Dims, LN_EPS};
+use crate::models::memory_attention::{layer_with, proj, raw_values_out, Dims, LN_EPS};
 use crate::models::perceiver::PerceiverDims;
 use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
 use crate::onnx::graph::Graph;
-use crate::onnx::nn::layer_norm;
+use crate::onnx::nn::{layer_norm, sdpa_scale, ATTN_QUERY_BLOCK};
 use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
@@ -114,6 +114,18 @@ pub fn build_memory_attention_v2(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
 
 /// `RoPEAttentionv2.forward(q, k=memory + pos, v=memory, num_k_exclude_rope=P,
 /// rope_k_repeat=frames)`.
+///
+/// The keys are scored in two sets, then share one softmax (the order of keys inside a
+/// softmax and its weighted sum does not matter, as long as values follow their keys):
+/// * rotated (the 2D latents of every frame): `k_proj`, RoPE with the K×K table, then
+///   `q·k` over the 256-wide head as upstream;
+/// * unrotated (the global latents of every frame and the pointers): no rotation sits
+///   between `k_proj` and the product, so `q_h·(Wk_h·m + bk_h) = (Wk_hᵀ·q_h)·m + q_h·bk_h`
+///   is scored in the raw 64-wide memory space (a quarter of the products; `Wk_hᵀ·q_h`
+///   costs `nq·hd·kv` once per head).
+///
+/// Values are the raw memory in the same key order, with `v_proj` folded into `out_proj`
+/// ([`raw_values_out`]).
 #[allow(clippy::too_many_arguments)]
 fn cross_attention(
     g: &mut Graph,
@@ -126,29 +138,68 @@ fn cross_attention(
     rope_k: &RopeConsts,
 ) -> Result<Value> {
     let [mem_k, mem_v, ptr_k, ptr_v] = mem;
+    let (heads, hd, kv) = (dm.heads, dm.hd(), dm.kv);
     let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
     // `q = apply_rotary_enc_v2(q, freqs_cis_q, repeat_freqs=1)`
     let q = apply_rotary(g, &q, rope_q);
-    // k_proj / v_proj act row-wise: the spatial and pointer parts are projected apart
-    let k_mem = proj(g, &vb.pp("k_proj"), dm, mem_k, dm.kv)?;
-    let k_ptr = proj(g, &vb.pp("k_proj"), dm, ptr_k, dm.kv)?;
     // `x.view(B, h, frames, n, c)`: per frame, tokens [0, n − R) unrotated, [n − R, n) rotated
-    let (n, r, hd) = (kl.frame_tokens as i64, kl.rope_tokens as i64, dm.hd() as i64);
-    let k_mem = if n == r {
-        apply_rotary(g, &k_mem, rope_k)
-    } else {
-        let kf = g.reshape(&k_mem, &[0, 0, -1, n, hd]);
-        let parts = g.split(&kf, &[n - r, r], 3);
-        let rot = apply_rotary(g, &parts[1], rope_k);
-        let rot = g.reshape(&rot, &[0, 0, -1, r, hd]);
-        // `torch.cat((x_no_rope, x_out), dim=3).view(B, N_heads, N_tokens, C_per_head)`
-        let kf = g.concat(&[&parts[0], &rot], 3);
-        g.reshape(&kf, &[0, 0, -1, hd])
+    let (n, r) = (kl.frame_tokens as i64, kl.rope_tokens as i64);
+    // (global tokens, 2D tokens) of every frame, each [B, frames·count, kv]
+    let by_frame = |g: &mut Graph, t: &Value| -> (Option<Value>, Value) {
+        if n == r {
+            return (None, t.clone());
+        }
+        let f = g.reshape(t, &[0, -1, n, kv as i64]);
+        let parts = g.split(&f, &[n - r, r], 2);
+        (Some(g.reshape(&parts[0], &[0, -1, kv as i64])), g.reshape(&parts[1], &[0, -1, kv as i64]))
     };
-    let k = g.concat(&[&k_mem, &k_ptr], 2);
-    // `v_proj` folded into `out_proj` (see `attend_raw_values`)
-    let x = g.concat(&[mem_v, ptr_v], 1);
-    attend_raw_values(g, vb, dm, rope_q.len, &q, &k, &x)
+    let (k_global, k_2d) = by_frame(g, mem_k);
+    let (v_global, v_2d) = by_frame(g, mem_v);
+    // rotated keys: `k_proj`, then the K×K table repeated per frame (`rope_k_repeat`)
+    let k_rot = proj(g, &vb.pp("k_proj"), dm, &k_2d, kv)?;
+    let k_rot = apply_rotary(g, &k_rot, rope_k);
+    let k_rot_t = g.transpose(&k_rot, &[0, 1, 3, 2]);
+    // unrotated keys, raw: [B, 1, kv, n_unrotated]
+    let k_raw = match &k_global {
+        Some(kg) => g.concat(&[kg, ptr_k], 1),
+        None => ptr_k.clone(),
+    };
+    let k_raw_t = g.transpose(&k_raw, &[0, 2, 1]);
+    let k_raw_t = g.unsqueeze(&k_raw_t, &[1]);
+    // values in key order: [rotated, unrotated]
+    let values = match &v_global {
+        Some(vg) => g.concat(&[&v_2d, vg, ptr_v], 1),
+        None => g.concat(&[&v_2d, ptr_v], 1),
+    };
+    let values = g.unsqueeze(&values, &[1]);
+
+    // `Wk_h` as [heads, hd, kv] (k_proj.weight is [heads·hd, kv], row-major) and `bk_h`
+    // as [heads, hd, 1]
+    let wk = vb.pp("k_proj").tensor("weight", &[dm.d, kv])?;
+    let bk = vb.pp("k_proj").tensor("bias", &[dm.d])?;
+    let wk = g.initializer(&format!("{}.k_proj.weight@heads", vb.prefix()), &[heads, hd, kv], wk.data.into());
+    let bk = g.initializer(&format!("{}.k_proj.bias@heads", vb.prefix()), &[heads, hd, 1], bk.data.into());
+    let q = g.mul_scalar(&q, sdpa_scale(hd));
+    let q_raw = g.matmul(&q, &wk);
+    let q_bias = g.matmul(&q, &bk);
+
+    // query blocks as in `nn::sdpa_in_blocks`
+    let nq = rope_q.len;
+    let sizes: Vec<i64> = (0..nq).step_by(ATTN_QUERY_BLOCK).map(|s| (nq - s).min(ATTN_QUERY_BLOCK) as i64).collect();
+    let blocks = |g: &mut Graph, t: &Value| if sizes.len() > 1 { g.split(t, &sizes, 2) } else { vec![t.clone()] };
+    let (qs, qrs, qbs) = (blocks(g, &q), blocks(g, &q_raw), blocks(g, &q_bias));
+    let mut outs = Vec::with_capacity(qs.len());
+    for ((qb, qrb), qbb) in qs.iter().zip(&qrs).zip(&qbs) {
+        let s_rot = g.matmul(qb, &k_rot_t);
+        let s_raw = g.matmul(qrb, &k_raw_t);
+        let s_raw = g.add(&s_raw, qbb);
+        let s = g.concat(&[&s_rot, &s_raw], -1);
+        let p = g.softmax(&s, -1);
+        outs.push(g.matmul(&p, &values));
+    }
+    let refs: Vec<&Value> = outs.iter().collect();
+    let o = if refs.len() > 1 { g.concat(&refs, 2) } else { outs[0].clone() };
+    raw_values_out(g, vb, dm, &o)
 }
 
 #[cfg(test)]
