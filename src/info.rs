@@ -97,11 +97,11 @@ pub fn report(model_dir: Option<&Path>) -> String {
                 let _ = writeln!(s, "ONNX Runtime:  {}", p.display());
                 let mode = match crate::backend::ort::arena_mode() {
                     crate::backend::ort::ArenaMode::Shared => "one arena shared by all sessions, kept at its peak",
-                    crate::backend::ort::ArenaMode::Shrink => "arena, shrunk after each run",
-                    crate::backend::ort::ArenaMode::Keep => "arena kept at its peak",
+                    crate::backend::ort::ArenaMode::Shrink => "an arena per session, shrunk after each run",
+                    crate::backend::ort::ArenaMode::Keep => "an arena per session, kept at its peak",
                     crate::backend::ort::ArenaMode::Off => "no arena (glibc, 1 MiB mmap threshold)",
                 };
-                let _ = writeln!(s, "ORT memory:    {mode} (TAMRT_ORT_ARENA=shrink|keep|off)");
+                let _ = writeln!(s, "ORT memory:    {mode} (TAMRT_ORT_ARENA=shared|shrink|keep|off)");
             }
             Err(e) => {
                 let _ = writeln!(s, "ONNX Runtime:  {e}");
