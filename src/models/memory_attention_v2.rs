@@ -23,7 +23,7 @@ use crate::models::memory_attention::{layer_with, proj, raw_values_out, Dims, LN
 use crate::models::perceiver::PerceiverDims;
 use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
 use crate::onnx::graph::Graph;
-use crate::onnx::nn::{layer_norm, sdpa_scale, ATTN_QUERY_BLOCK};
+use crate::onnx::nn::{layer_norm, query_blocks, sdpa_scale, ATTN_QUERY_BLOCK};
 use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
@@ -185,7 +185,7 @@ fn cross_attention(
 
     // query blocks as in `nn::sdpa_in_blocks`
     let nq = rope_q.len;
-    let sizes: Vec<i64> = (0..nq).step_by(ATTN_QUERY_BLOCK).map(|s| (nq - s).min(ATTN_QUERY_BLOCK) as i64).collect();
+    let sizes = query_blocks(nq, ATTN_QUERY_BLOCK);
     let blocks = |g: &mut Graph, t: &Value| if sizes.len() > 1 { g.split(t, &sizes, 2) } else { vec![t.clone()] };
     let (qs, qrs, qbs) = (blocks(g, &q), blocks(g, &q_raw), blocks(g, &q_bias));
     let mut outs = Vec::with_capacity(qs.len());

@@ -146,11 +146,16 @@ pub fn sdpa_in_blocks(
         return sdpa(g, q, kt, v, head_dim);
     }
     let q = g.mul_scalar(q, sdpa_scale(head_dim));
-    let sizes: Vec<i64> = (0..nq).step_by(block).map(|s| (nq - s).min(block) as i64).collect();
-    let blocks = g.split(&q, &sizes, 2);
+    let blocks = g.split(&q, &query_blocks(nq, block), 2);
     let outs: Vec<Value> = blocks.iter().map(|qb| softmax_product(g, qb, kt, v)).collect();
     let refs: Vec<&Value> = outs.iter().collect();
     g.concat(&refs, 2)
+}
+
+/// The row counts of `nq` queries cut into blocks of at most `block` rows, in order.
+pub fn query_blocks(nq: usize, block: usize) -> Vec<i64> {
+    let block = block.max(1);
+    (0..nq).step_by(block).map(|s| (nq - s).min(block) as i64).collect()
 }
 
 /// `softmax(q·kt)·v` (queries already scaled).
