@@ -72,8 +72,8 @@ fn environment() -> Result<&'static (PathBuf, ort::environment::Environment)> {
                     Ok(env) => {
                         if arena_mode() == ArenaMode::Shared {
                             if let Err(e) = register_shared_arena(&env) {
-                                // sessions then keep an arena each (as `keep`): slower to
-                                // nothing, larger resident memory
+                                // the sessions then fall back to an arena each (as with
+                                // `keep`): same speed, more resident memory
                                 tracing::warn!(
                                     "{}: no shared CPU arena ({e}); each session keeps its own",
                                     c.display()
