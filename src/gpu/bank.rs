@@ -244,46 +244,32 @@ impl DeviceBank {
         if mem_n > 0 {
             let bank = self.maskmem.as_ref().ok_or_else(|| invalid("memory gather: the bank is empty".into()))?;
             let mem_tab = tab.slice(0..2 * b * n_mem);
-            if l.token_major {
-                let total = mem_n as i64;
-                // SAFETY: arguments match `gather_memory_token_major`; every slot in the
-                // table is < the bank's capacity, rows < num_maskmem, outputs hold `total`.
-                unsafe {
-                    gpu.stream()
-                        .launch_builder(gpu.func(K::GatherTm))
-                        .arg(bank)
-                        .arg(&per)
-                        .arg(&self.maskmem_pos)
-                        .arg(&self.tpos_enc)
-                        .arg(&mem_tab)
-                        .arg(&ti)
-                        .arg(&mi)
-                        .arg(&mut *o_mem)
-                        .arg(&mut *o_mem_pos)
-                        .arg(&total)
-                        .launch(cfg(plan::launch_1d(mem_n)?))
-                        .map_err(|e| cuda_err("launch of gather_memory_token_major", e))?;
-                }
+            // both kernels take the same arguments; the token-major one (one thread per
+            // output value) also takes the output length, the channel-major one (tiled
+            // transpose, grid z = b·n_mem table entries) is bounded by its grid
+            let total = mem_n as i64;
+            let (func, name, launch) = if l.token_major {
+                (K::GatherTm, "gather_memory_token_major", plan::launch_1d(mem_n)?)
             } else {
-                let launch = plan::launch_gather_channel_major(n_tok, m, b * n_mem)?;
-                // SAFETY: arguments match `gather_memory_channel_major`; as above, grid z
-                // = b·n_mem table entries.
-                unsafe {
-                    gpu.stream()
-                        .launch_builder(gpu.func(K::GatherCm))
-                        .arg(bank)
-                        .arg(&per)
-                        .arg(&self.maskmem_pos)
-                        .arg(&self.tpos_enc)
-                        .arg(&mem_tab)
-                        .arg(&ti)
-                        .arg(&mi)
-                        .arg(&mut *o_mem)
-                        .arg(&mut *o_mem_pos)
-                        .launch(cfg(launch))
-                        .map_err(|e| cuda_err("launch of gather_memory_channel_major", e))?;
-                }
+                (K::GatherCm, "gather_memory_channel_major", plan::launch_gather_channel_major(n_tok, m, b * n_mem)?)
+            };
+            let mut args = gpu.stream().launch_builder(gpu.func(func));
+            args.arg(bank)
+                .arg(&per)
+                .arg(&self.maskmem_pos)
+                .arg(&self.tpos_enc)
+                .arg(&mem_tab)
+                .arg(&ti)
+                .arg(&mi)
+                .arg(&mut *o_mem)
+                .arg(&mut *o_mem_pos);
+            if l.token_major {
+                args.arg(&total);
             }
+            // SAFETY: the arguments match the kernel's signature (`gpu/kernels.rs`); every
+            // slot in the table is < the bank's capacity, rows < num_maskmem, and the
+            // outputs hold `total` values.
+            unsafe { args.launch(cfg(launch)) }.map_err(|e| cuda_err(&format!("launch of {name}"), e))?;
         }
         if ptr_n > 0 {
             let bank = self.ptrs.as_ref().ok_or_else(|| invalid("memory gather: no pointers stored".into()))?;
