@@ -354,9 +354,8 @@ impl Graph {
         self.op("Cast", &[a], vec![attr_i("to", to as i64)])
     }
 
-    /// Exact GELU (PyTorch `nn.GELU()` default): 0.5·x·(1 + erf(x/√2)).
-    /// Exact GELU, `0.5 * x * (1 + erf(x / sqrt(2)))`, in the node order ONNX Runtime
-    /// fuses into one Gelu kernel (`Div(sqrt 2) → Erf → Add(1) → Mul(Mul(x, 0.5), ·)`).
+    /// Exact GELU (PyTorch `nn.GELU()` default): 0.5·x·(1 + erf(x/√2)), in the node order
+    /// ONNX Runtime fuses into one Gelu kernel (`Div(sqrt 2) → Erf → Add(1) → Mul(Mul(x, 0.5), ·)`).
     pub fn gelu(&mut self, x: &Value) -> Value {
         let c = self.scalar(std::f32::consts::SQRT_2);
         let s = self.div(x, &c);
