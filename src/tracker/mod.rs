@@ -14,6 +14,7 @@
 //!
 //! [`Backend`]: crate::backend::Backend
 
+pub mod feature_cache;
 pub mod frames;
 pub mod job;
 pub mod mem_inputs;
@@ -30,6 +31,7 @@ use std::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::weights::TensorF32;
+use feature_cache::FeatureCache;
 
 pub use frames::{FrameDir, FrameSource, RgbFrame};
 pub use job::{run_track_job, TrackJob, TrackSummary};
@@ -92,8 +94,9 @@ pub struct Tracker<'a> {
     pub(crate) objects: Vec<TrackedObject>,
     /// `vision_feat` of prompted frames, for the memory encoding before tracking.
     pub(crate) prompt_vision: HashMap<usize, TensorF32>,
-    /// The last frame's image features (upstream caches one frame too).
-    pub(crate) cached: Option<(usize, FrameFeatures)>,
+    /// The last frame's image features (upstream caches one frame too) and those of
+    /// prompted frames until the propagation visits them.
+    pub(crate) features: FeatureCache,
     /// `maskmem_pos_enc` `[M, E, E]`, or `[N, M]` for EdgeTAM (the same for every frame).
     pub(crate) maskmem_pos: Option<Vec<f32>>,
     pub(crate) hole_scratch: Vec<u32>,
@@ -115,7 +118,7 @@ impl<'a> Tracker<'a> {
             opts,
             objects: Vec::new(),
             prompt_vision: HashMap::new(),
-            cached: None,
+            features: FeatureCache::default(),
             maskmem_pos: None,
             hole_scratch: Vec::new(),
             propagated: false,
@@ -127,13 +130,11 @@ impl<'a> Tracker<'a> {
         self.objects.iter().map(|o| o.obj_id).collect()
     }
 
-    /// Image features of `frame`, taken out of the one-frame cache (computed when the
-    /// cache holds another frame); give them back with [`Tracker::put_features`].
+    /// Image features of `frame`, taken out of the cache (computed when the cache does
+    /// not hold them); give them back with [`Tracker::put_features`].
     pub(crate) fn take_features(&mut self, frame: usize, image: Option<Vec<u8>>) -> Result<FrameFeatures> {
-        if let Some((f, feats)) = self.cached.take() {
-            if f == frame {
-                return Ok(feats);
-            }
+        if let Some(feats) = self.features.take(frame) {
+            return Ok(feats);
         }
         let cfg = self.models.config();
         let (s, mean, std) = (cfg.image_size, cfg.pixel_mean, cfg.pixel_std);
@@ -150,8 +151,10 @@ impl<'a> Tracker<'a> {
         self.models.encode_image(x).map_err(|e| e.context(format!("frame {frame}")))
     }
 
-    pub(crate) fn put_features(&mut self, frame: usize, feats: FrameFeatures) {
-        self.cached = Some((frame, feats));
+    /// Give features back: `pin` (prompted frames) keeps them, within the cache's
+    /// budget, until they are put back without `pin` (the propagation's visit).
+    pub(crate) fn put_features(&mut self, frame: usize, feats: FrameFeatures, pin: bool) {
+        self.features.put(frame, feats, pin);
     }
 
     /// Apply a prompt on a frame not tracked yet (an initial conditioning frame), as

@@ -315,6 +315,11 @@ fn run_timed(
     component: &str,
     inputs: &[(&str, &TensorF32)],
 ) -> Result<Vec<(String, TensorF32)>> {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // one line per call with every input shape (`scripts/graph_flops.py` reads these)
+        let shapes: Vec<String> = inputs.iter().map(|(n, t)| format!("{n}={:?}", t.shape)).collect();
+        tracing::debug!("call {component}: {}", shapes.join(" "));
+    }
     let t0 = Instant::now();
     let out = session.run(inputs)?;
     *stage.0 += t0.elapsed();

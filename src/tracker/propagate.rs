@@ -69,7 +69,7 @@ impl Tracker<'_> {
         let feats = self.take_features(frame, None)?;
         self.prompt_vision.entry(frame).or_insert_with(|| feats.vision_feat.clone());
         let res = self.prompt_with(prompt, &feats);
-        self.put_features(frame, feats);
+        self.put_features(frame, feats, true);
         res
     }
 
@@ -225,6 +225,7 @@ impl Tracker<'_> {
         }
         self.propagated = true;
         let prompt_times = std::mem::take(&mut self.models.times);
+        tracing::debug!("propagation: start");
         let t_loop = Instant::now();
         self.preflight()?;
         let n = self.source.len();
@@ -316,8 +317,11 @@ impl Tracker<'_> {
         if !run.is_empty() {
             let feats = self.take_features(f, image)?;
             let res = self.track_objects(f, reverse, &run, &feats, &mut low_out);
-            self.put_features(f, feats);
+            self.put_features(f, feats, false);
             res?;
+        } else {
+            // every object has its prompt output here: features pinned for it can go
+            drop(self.features.take(f));
         }
         self.output_frame(f, low_out, sink)
     }

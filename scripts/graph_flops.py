@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Arithmetic of a `tamrt track` run: the multiply-add work (2 FLOP per multiply-add) of
+every MatMul, Gemm and Conv node in the graphs, at the shapes of each call the tracker
+made. A measurement aid for the performance notes, not used by tests or CI.
+
+    RUST_LOG=tamrt=debug tamrt track --model-dir DIR ... > run.log 2>&1
+    python scripts/graph_flops.py --model-dir DIR --log run.log [--gflops 209]
+
+The tracker's debug log has one `call <component>: <input>=[shape] ...` line per graph
+call and a `propagation: start` line; calls before that line (the prompts) are left
+out unless `--all`. With `--gflops R`, also prints the time the products would take at
+R GFLOP/s, a lower bound on the run's time when R is the machine's best matrix-product
+rate. Needs the `onnx` package (shape inference).
+"""
+
+import argparse
+import re
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import shape_inference
+
+CALL = re.compile(r"call (\w+): (.*)$")
+ARG = re.compile(r"(\w+)=\[([0-9, ]*)\]")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def graph_flops(path, shapes):
+    """FLOP of the MatMul/Gemm/Conv nodes of `path` with its inputs at `shapes`."""
+    m = onnx.load(path)
+    for i in m.graph.input:
+        if i.name in shapes:
+            dims = i.type.tensor_type.shape.dim
+            for k, v in enumerate(shapes[i.name]):
+                dims[k].ClearField("dim_param")
+                dims[k].dim_value = v
+    m = shape_inference.infer_shapes(m, data_prop=True)
+    sh = {}
+    for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        sh[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+    for t in m.graph.initializer:
+        sh[t.name] = list(t.dims)
+    total, unknown = 0, 0
+    for n in m.graph.node:
+        if n.op_type not in ("MatMul", "Gemm", "Conv"):
+            continue
+        a, w, o = sh.get(n.input[0]), sh.get(n.input[1]), sh.get(n.output[0])
+        if any(x is None or None in x or not x for x in (a, w, o)):
+            unknown += 1
+            continue
+        if n.op_type == "MatMul":
+            total += 2 * a[-1] * int(np.prod(o))
+        elif n.op_type == "Gemm":
+            trans_a = any(x.name == "transA" and x.i for x in n.attribute)
+            total += 2 * (a[0] if trans_a else a[1]) * int(np.prod(o))
+        else:  # Conv: every output value sums C_in/groups × kernel products
+            total += 2 * int(np.prod(o)) * int(np.prod(w[1:]))
+    return total, unknown
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--log", required=True, help="output of `RUST_LOG=tamrt=debug tamrt track ...`")
+    ap.add_argument("--all", action="store_true", help="count the prompt calls too")
+    ap.add_argument("--gflops", type=float, help="matrix-product rate for a time bound")
+    args = ap.parse_args()
+
+    calls = defaultdict(int)
+    counting = args.all
+    for line in open(args.log, encoding="utf-8", errors="replace"):
+        line = ANSI.sub("", line.rstrip())
+        if line.endswith("propagation: start"):
+            counting = True
+        m = CALL.search(line)
+        if counting and m:
+            shapes = tuple((k, tuple(int(x) for x in v.split(",") if x.strip())) for k, v in ARG.findall(m.group(2)))
+            calls[(m.group(1), shapes)] += 1
+    if not calls:
+        raise SystemExit(f"{args.log}: no `call` lines (run tamrt track with RUST_LOG=tamrt=debug)")
+
+    per = defaultdict(lambda: [0, 0.0])
+    for (comp, shapes), n in sorted(calls.items()):
+        f, unknown = graph_flops(f"{args.model_dir}/{comp}.onnx", dict(shapes))
+        if unknown:
+            print(f"warning: {comp}: {unknown} product node(s) without inferred shapes are not counted")
+        per[comp][0] += n
+        per[comp][1] += n * f / 1e9
+    total = sum(g for _, g in per.values())
+    for comp, (n, g) in per.items():
+        print(f"{comp:18s} {n:4d} calls {g:10.1f} GFLOP")
+    print(f"{'total':18s} {sum(n for n, _ in per.values()):4d} calls {total:10.1f} GFLOP")
+    if args.gflops:
+        print(f"at {args.gflops:g} GFLOP/s: {total / args.gflops:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
