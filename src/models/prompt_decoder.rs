@@ -41,8 +41,10 @@ pub fn build_prompt_decoder(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     g.set_doc("SAM2Base._forward_sam_heads: prompt encoder + mask decoder + object pointer");
     let f = DataType::Float;
     let image_embed = g.input("image_embed", f, dims!["objects", ci, ei, ei]);
-    let feat0 = g.input("high_res_feat0", f, dims!["objects", ci / 8, 4 * ei, 4 * ei]);
-    let feat1 = g.input("high_res_feat1", f, dims!["objects", ci / 4, 2 * ei, 2 * ei]);
+    // `curr_batch`: 1 (the frame's features, broadcast over the objects by the mask
+    // decoder's adds) or one per object
+    let feat0 = g.input("high_res_feat0", f, dims!["curr_batch", ci / 8, 4 * ei, 4 * ei]);
+    let feat1 = g.input("high_res_feat1", f, dims!["curr_batch", ci / 4, 2 * ei, 2 * ei]);
     let point_coords = g.input("point_coords", f, dims!["objects", "points", 2]);
     let point_labels = g.input("point_labels", f, dims!["objects", "points"]);
     let mask_input = g.input("mask_input", f, dims!["objects", 1, 4 * ei, 4 * ei]);
@@ -203,8 +205,8 @@ mod tests {
             m.graph.inputs.iter().chain(&m.graph.outputs).map(|v| (v.name.clone(), dims(&v.dims))).collect();
         let expect: &[(&str, &[&str])] = &[
             ("image_embed", &["objects", "64", "16", "16"]),
-            ("high_res_feat0", &["objects", "8", "64", "64"]),
-            ("high_res_feat1", &["objects", "16", "32", "32"]),
+            ("high_res_feat0", &["curr_batch", "8", "64", "64"]),
+            ("high_res_feat1", &["curr_batch", "16", "32", "32"]),
             ("point_coords", &["objects", "points", "2"]),
             ("point_labels", &["objects", "points"]),
             ("mask_input", &["objects", "1", "64", "64"]),

@@ -193,9 +193,6 @@ impl TrackerModels {
         has_mask_input: &TensorF32,
         multimask: bool,
     ) -> Result<DecoderOut> {
-        let b = image_embed.shape[0];
-        let f0 = repeat_batch(&feats.high_res_feat0, b);
-        let f1 = repeat_batch(&feats.high_res_feat1, b);
         let mm = TensorF32::new(vec![1], vec![if multimask { 1.0 } else { 0.0 }]);
         let times = &mut self.times;
         let mut out = run_timed(
@@ -204,8 +201,8 @@ impl TrackerModels {
             "prompt_decoder",
             &[
                 ("image_embed", image_embed),
-                ("high_res_feat0", &f0),
-                ("high_res_feat1", &f1),
+                ("high_res_feat0", &feats.high_res_feat0),
+                ("high_res_feat1", &feats.high_res_feat1),
                 ("point_coords", point_coords),
                 ("point_labels", point_labels),
                 ("mask_input", mask_input),
