@@ -4,13 +4,15 @@ every MatMul, Gemm and Conv node in the graphs, at the shapes of each call the t
 made. A measurement aid for the performance notes, not used by tests or CI.
 
     RUST_LOG=tamrt=debug tamrt track --model-dir DIR ... > run.log 2>&1
-    python scripts/graph_flops.py --model-dir DIR --log run.log [--gflops 209]
+    python scripts/graph_flops.py --model-dir DIR --log run.log [--gflops 209 | --sgemm]
 
 The tracker's debug log has one `call <component>: <input>=[shape] ...` line per graph
 call and a `propagation: start` line; calls before that line (the prompts) are left
 out unless `--all`. With `--gflops R`, also prints the time the products would take at
 R GFLOP/s, a lower bound on the run's time when R is the machine's best matrix-product
-rate. Needs the `onnx` package (shape inference).
+rate; `--sgemm` measures that rate first: ONNX Runtime (CPU, `--threads`) running one
+fp32 MatMul of the shapes the graphs use most, best of 6 runs each, the best shape's rate.
+Needs the `onnx` package (shape inference), and `onnxruntime` for `--sgemm`.
 """
 
 import argparse
@@ -59,12 +61,45 @@ def graph_flops(path, shapes):
     return total, unknown
 
 
+def sgemm_rate(threads):
+    """Best fp32 MatMul rate (GFLOP/s) of ONNX Runtime on this CPU."""
+    import time
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    best = 0.0
+    for m, k, n in [(4096, 256, 4096), (4096, 256, 2048), (4096, 1024, 256), (1024, 1024, 1024), (2048, 2048, 2048)]:
+        g = helper.make_graph(
+            [helper.make_node("MatMul", ["a", "b"], ["c"])],
+            "sgemm",
+            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]), helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+        )
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), so, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feeds = {"a": rng.random((m, k), dtype=np.float32), "b": rng.random((k, n), dtype=np.float32)}
+        t_best = float("inf")
+        for _ in range(6):
+            t = time.perf_counter()
+            sess.run(None, feeds)
+            t_best = min(t_best, time.perf_counter() - t)
+        rate = 2 * m * k * n / t_best / 1e9
+        print(f"sgemm {m}x{k}x{n}: {rate:.1f} GFLOP/s")
+        best = max(best, rate)
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--log", required=True, help="output of `RUST_LOG=tamrt=debug tamrt track ...`")
     ap.add_argument("--all", action="store_true", help="count the prompt calls too")
     ap.add_argument("--gflops", type=float, help="matrix-product rate for a time bound")
+    ap.add_argument("--sgemm", action="store_true", help="measure the rate (ONNX Runtime MatMul) instead")
+    ap.add_argument("--threads", type=int, default=2, help="threads for --sgemm (default 2)")
     args = ap.parse_args()
 
     calls = defaultdict(int)
@@ -91,8 +126,10 @@ def main():
     for comp, (n, g) in per.items():
         print(f"{comp:18s} {n:4d} calls {g:10.1f} GFLOP")
     print(f"{'total':18s} {sum(n for n, _ in per.values()):4d} calls {total:10.1f} GFLOP")
+    if args.sgemm:
+        args.gflops = sgemm_rate(args.threads)
     if args.gflops:
-        print(f"at {args.gflops:g} GFLOP/s: {total / args.gflops:.1f} s")
+        print(f"at {args.gflops:.1f} GFLOP/s: {total / args.gflops:.1f} s")
 
 
 if __name__ == "__main__":
