@@ -49,6 +49,7 @@ impl FeatureCache {
     /// Put `frame`'s features back; they stay until another frame is put, or, with `pin`
     /// and while the pinned frames fit the budget, until put again without `pin`.
     pub fn put(&mut self, frame: usize, feats: FrameFeatures, pin: bool) {
+        drop(self.take(frame));
         let bytes = feature_bytes(&feats);
         let pin = pin && self.pinned_bytes + bytes <= self.budget();
         if pin {
@@ -99,6 +100,17 @@ mod tests {
         assert!(c.take(5).is_none());
         assert_eq!(c.take(3).expect("still pinned").vision_feat.data, vec![3.0]);
         assert_eq!(c.pinned_bytes(), 0);
+    }
+
+    #[test]
+    fn putting_a_held_frame_again_replaces_it() {
+        let mut c = FeatureCache::with_budget(64);
+        c.put(2, feats(1.0), true);
+        c.put(2, feats(2.0), true);
+        assert_eq!(c.pinned_bytes(), 32, "counted once");
+        c.put(2, feats(3.0), false);
+        assert_eq!(c.pinned_bytes(), 0);
+        assert_eq!(c.take(2).expect("held").vision_feat.data, vec![3.0]);
     }
 
     #[test]
