@@ -219,6 +219,7 @@ fn build_model_engines(lib: &Path) -> Result<(), String> {
                     workspace_mb: 1024,
                     opt_level: None,
                     profile: g["trt_profile_desc"].as_str().unwrap_or_default().to_string(),
+                    engine_file: None,
                 };
                 let engine = dir.join(engine_file_name(gname, precision, &target));
                 let Some(reason) = staleness(&engine, &stamp) else { continue };

@@ -1,7 +1,9 @@
 //! Engine files: naming by graph, precision, TensorRT version and GPU, and the staleness
 //! rule. An engine is reused only when its sidecar (`<engine>.json`) says it was built
 //! from the same graph bytes, by the same TensorRT, for the same GPU and L4T/JetPack
-//! release, with the same build options; anything else is rebuilt, never loaded.
+//! release, with the same build options, and the engine file still has the size and
+//! SHA-256 recorded when it was built (a truncated, corrupt or swapped file never reaches
+//! TensorRT's deserializer); anything else is rebuilt, never loaded.
 
 use std::path::{Path, PathBuf};
 
@@ -78,6 +80,17 @@ pub struct EngineStamp {
     pub workspace_mb: u64,
     pub opt_level: Option<i32>,
     pub profile: String,
+    /// The engine file as built (filled in by [`write_stamp`]; absent in what a caller
+    /// wants, and in records of tamrt versions before it, which are then rebuilt).
+    #[serde(default)]
+    pub engine_file: Option<EngineFile>,
+}
+
+/// Size and SHA-256 of an engine file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineFile {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 fn slug(s: &str) -> String {
@@ -107,18 +120,30 @@ pub fn stamp_path(engine: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// An engine's build record, or why there is none.
+pub fn read_stamp(engine: &Path) -> std::result::Result<EngineStamp, String> {
+    let sp = stamp_path(engine);
+    let text = std::fs::read_to_string(&sp).map_err(|_| format!("no build record '{}'", sp.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("unreadable build record: {e}"))
+}
+
+/// Why the engine file is not the file its build record describes (truncated, corrupt,
+/// replaced, or a record without a checksum), or `None` when it is.
+pub fn check_engine_file(engine: &Path, record: &EngineStamp) -> Option<String> {
+    match &record.engine_file {
+        None => Some("build record has no engine checksum (written by an older tamrt)".into()),
+        Some(f) => engine_file_mismatch(engine, f),
+    }
+}
+
 /// Why an engine must be (re)built, or `None` when it is up to date.
 pub fn staleness(engine: &Path, want: &EngineStamp) -> Option<String> {
     if !engine.exists() {
         return Some("no engine yet".into());
     }
-    let sp = stamp_path(engine);
-    let Ok(text) = std::fs::read_to_string(&sp) else {
-        return Some(format!("no build record '{}'", sp.display()));
-    };
-    let have: EngineStamp = match serde_json::from_str(&text) {
+    let have = match read_stamp(engine) {
         Ok(h) => h,
-        Err(e) => return Some(format!("unreadable build record: {e}")),
+        Err(reason) => return Some(reason),
     };
     if have.graph_sha256 != want.graph_sha256 {
         return Some("the graph changed".into());
@@ -136,17 +161,63 @@ pub fn staleness(engine: &Path, want: &EngineStamp) -> Option<String> {
             have.target.l4t_release, want.target.l4t_release
         ));
     }
-    if have != *want {
-        return Some("build options changed".into());
+    if let Some(reason) = check_engine_file(engine, &have) {
+        return Some(reason);
+    }
+    let options = |s: &EngineStamp| (s.precision, s.workspace_mb, s.opt_level, s.profile.clone());
+    if options(&have) != options(want) {
+        return Some(OPTIONS_CHANGED.into());
     }
     None
 }
 
-/// Write the sidecar for a freshly built engine.
+/// The [`staleness`] reason that only the build options differ (a loader may accept it).
+pub const OPTIONS_CHANGED: &str = "build options changed";
+
+/// Why the engine file is not the one its record describes, if it is not.
+fn engine_file_mismatch(engine: &Path, recorded: &EngineFile) -> Option<String> {
+    let bytes = match std::fs::metadata(engine) {
+        Ok(m) => m.len(),
+        Err(e) => return Some(format!("cannot read the engine file: {e}")),
+    };
+    if bytes != recorded.bytes {
+        return Some(format!(
+            "the engine file has {bytes} bytes, its build record says {} (truncated or replaced)",
+            recorded.bytes
+        ));
+    }
+    match file_sha256(engine) {
+        Ok((_, sha)) if sha == recorded.sha256 => None,
+        Ok(_) => Some("the engine file's SHA-256 differs from its build record (corrupt or replaced)".into()),
+        Err(e) => Some(format!("cannot read the engine file: {e}")),
+    }
+}
+
+/// Size and hex SHA-256 of a file, read in 1 MiB pieces (this file is also compiled into
+/// build.rs, so it keeps to std and sha2).
+fn file_sha256(path: &Path) -> std::io::Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let (mut h, mut buf, mut n) = (Sha256::new(), vec![0u8; 1 << 20], 0u64);
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        h.update(&buf[..k]);
+    }
+    Ok((n, h.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// Write the sidecar for a freshly built engine, with the engine file's size and SHA-256.
 pub fn write_stamp(engine: &Path, stamp: &EngineStamp) -> Result<()> {
+    let (bytes, sha256) = file_sha256(engine).map_err(|e| Error::io(engine, "cannot read", e))?;
+    let stamp = EngineStamp { engine_file: Some(EngineFile { bytes, sha256 }), ..stamp.clone() };
     let p = stamp_path(engine);
     let tmp = p.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(stamp).expect("stamp serialises");
+    let text = serde_json::to_string_pretty(&stamp).expect("stamp serialises");
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, "cannot write", e))?;
     std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, "cannot move into place", e))
 }
@@ -198,6 +269,7 @@ mod tests {
             workspace_mb: 1024,
             opt_level: None,
             profile: "objects 1..8".into(),
+            engine_file: None,
         }
     }
 
@@ -232,7 +304,29 @@ mod tests {
         assert_eq!(staleness(&e, &other).as_deref(), Some("the graph changed"));
         let mut other = stamp();
         other.workspace_mb = 2048;
-        assert_eq!(staleness(&e, &other).as_deref(), Some("build options changed"));
+        assert_eq!(staleness(&e, &other).as_deref(), Some(OPTIONS_CHANGED));
+    }
+
+    #[test]
+    fn truncated_corrupt_or_unrecorded_engine_files_are_rebuilt() {
+        let dir = std::env::temp_dir().join(format!("tamrt-engine-integrity-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = dir.join("g.engine");
+        std::fs::write(&e, b"serialized plan bytes").unwrap();
+        write_stamp(&e, &stamp()).unwrap();
+        assert_eq!(staleness(&e, &stamp()), None);
+        // an interrupted copy
+        std::fs::write(&e, b"serialized plan").unwrap();
+        let r = staleness(&e, &stamp()).unwrap();
+        assert!(r.contains("15 bytes") && r.contains("says 21") && r.contains("truncated"), "{r}");
+        // same size, one byte flipped
+        std::fs::write(&e, b"serialized plan bytEs").unwrap();
+        assert!(staleness(&e, &stamp()).unwrap().contains("SHA-256 differs"));
+        // a record from before engine checksums
+        std::fs::write(&e, b"serialized plan bytes").unwrap();
+        std::fs::write(stamp_path(&e), serde_json::to_string(&stamp()).unwrap()).unwrap();
+        assert!(staleness(&e, &stamp()).unwrap().contains("no engine checksum"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

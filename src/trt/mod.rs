@@ -82,6 +82,7 @@ pub fn build_engines(
             workspace_mb: req.workspace_mb,
             opt_level: req.opt_level,
             profile: profiles::describe(&profiles),
+            engine_file: None,
         };
         let engine = model_dir.join(engine_file_name(c.name(), precision, target));
         let Some(reason) = staleness(&engine, &stamp) else {
@@ -233,12 +234,13 @@ impl crate::backend::Backend for TrtBackend {
             workspace_mb: 1024,
             opt_level: None,
             profile: spec.trt_profile_desc.clone(),
+            engine_file: None,
         };
         if let Some(reason) = self_check::blocked_reason(&engine) {
             return Err(Error::new(ErrorKind::Backend, format!("'{}': {reason}", engine.display())));
         }
         // Options may differ from the defaults; only the graph, TensorRT and GPU must match.
-        if let Some(reason) = staleness(&engine, &stamp).filter(|r| r != "build options changed") {
+        if let Some(reason) = staleness(&engine, &stamp).filter(|r| r != engine_cache::OPTIONS_CHANGED) {
             return Err(Error::new(
                 ErrorKind::Backend,
                 format!("engine '{}' not usable ({reason}); run `tamrt build-engines`", engine.display()),
