@@ -5,8 +5,8 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::export::Component;
-use crate::manifest::Manifest;
-use crate::trt::engine_cache::{self, Precision};
+use crate::manifest::{GraphSpec, Manifest};
+use crate::trt::engine_cache::{self, EngineStamp, Target};
 
 /// Whether the CUDA driver library can be loaded (cudarc panics when it cannot, so this
 /// is checked first).
@@ -50,6 +50,64 @@ pub fn cuda_summary() -> String {
     {
         "not compiled in (build with --features cuda)".to_string()
     }
+}
+
+/// One line per engine file of `component` in `dir`: whether it is current for `target`
+/// (the TensorRT and GPU found here: the loader's rule, build options aside) or why not;
+/// without a target, what its build record says and whether the file is intact.
+pub fn engine_status(dir: &Path, component: Component, spec: &GraphSpec, target: Option<&Target>) -> Vec<String> {
+    let prefix = format!("{}.", component.name());
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            n.starts_with(&prefix) && n.ends_with(".engine")
+        })
+        .collect();
+    files.sort();
+    let graph_sha = crate::manifest::sha256_file(&dir.join(&spec.file)).map(|(_, h)| h).ok();
+    files
+        .iter()
+        .map(|e| {
+            let name = e.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let record = match engine_cache::read_stamp(e) {
+                Ok(r) => r,
+                Err(reason) => return format!("engine {name}: stale ({reason})"),
+            };
+            if let Some(reason) = crate::trt::self_check::blocked_reason(e) {
+                return format!("engine {name}: blocked ({reason}); that component runs on ONNX Runtime");
+            }
+            let state = match (target, &graph_sha) {
+                (Some(_), None) => format!("stale (cannot read the graph '{}')", spec.file),
+                (Some(t), Some(sha)) => {
+                    let want = EngineStamp {
+                        graph_sha256: sha.clone(),
+                        target: t.clone(),
+                        profile: spec.trt_profile_desc.clone(),
+                        engine_file: None,
+                        ..record.clone()
+                    };
+                    match engine_cache::staleness(e, &want).filter(|r| r != engine_cache::OPTIONS_CHANGED) {
+                        None => "current".to_string(),
+                        Some(reason) => format!("stale ({reason})"),
+                    }
+                }
+                (None, _) => {
+                    let (a, b, c) = record.target.trt_version;
+                    let (ma, mi) = record.target.compute_capability;
+                    let file = engine_cache::check_engine_file(e, &record).unwrap_or_else(|| "file intact".into());
+                    format!(
+                        "built by TensorRT {a}.{b}.{c} for '{}' (sm{ma}{mi}); {file}; not checked against this machine (no TensorRT here)",
+                        record.target.gpu_name
+                    )
+                }
+            };
+            format!("engine {name} ({}): {state}", record.precision.name())
+        })
+        .collect()
 }
 
 /// The whole report.
@@ -124,19 +182,88 @@ pub fn report(model_dir: Option<&Path>) -> String {
                 let _ = writeln!(s, "  model {} — {origin}", m.model);
                 for c in Component::ALL {
                     let graph = dir.join(c.file_name());
-                    let _ = write!(s, "  {:<18} graph {}", c.name(), if graph.exists() { "ok" } else { "MISSING" });
-                    if let Some(t) = &target {
-                        for p in [Precision::Fp16, Precision::Bf16, Precision::Fp32] {
-                            let e = dir.join(engine_cache::engine_file_name(c.name(), p, t));
-                            if e.exists() {
-                                let _ = write!(s, "; {} engine {}", p.name(), e.file_name().unwrap().to_string_lossy());
-                            }
+                    let _ = writeln!(s, "  {:<18} graph {}", c.name(), if graph.exists() { "ok" } else { "MISSING" });
+                    if let Some(spec) = m.graphs.get(c.name()) {
+                        for line in engine_status(dir, c, spec, target.as_ref()) {
+                            let _ = writeln!(s, "    {line}");
                         }
                     }
-                    let _ = writeln!(s);
                 }
             }
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trt::engine_cache::{engine_file_name, write_stamp, Precision};
+
+    fn orin() -> Target {
+        Target {
+            trt_version: (8, 5, 2),
+            compute_capability: (8, 7),
+            gpu_name: "Orin (nvgpu)".into(),
+            l4t_release: Some("35.3.1".into()),
+        }
+    }
+
+    #[test]
+    fn info_says_which_engines_are_current_and_why_not() {
+        let dir = std::env::temp_dir().join(format!("tamrt-info-engines-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory_encoder.onnx"), b"graph v1").unwrap();
+        let spec = GraphSpec {
+            file: "memory_encoder.onnx".into(),
+            inputs: vec![],
+            outputs: vec![],
+            nodes: 0,
+            op_types: vec![],
+            trt_profiles: vec![],
+            trt_profile_desc: "objects 1..8".into(),
+        };
+        let c = Component::MemoryEncoder;
+        let status = |t: Option<&Target>| engine_status(&dir, c, &spec, t);
+        assert!(status(Some(&orin())).is_empty(), "no engine files yet");
+
+        let e = dir.join(engine_file_name(c.name(), Precision::Fp16, &orin()));
+        std::fs::write(&e, b"plan").unwrap();
+        let (_, sha) = crate::manifest::sha256_file(&dir.join("memory_encoder.onnx")).unwrap();
+        let stamp = EngineStamp {
+            graph_sha256: sha,
+            target: orin(),
+            precision: Precision::Fp16,
+            workspace_mb: 2048, // other build options: still current for the loader
+            opt_level: Some(3),
+            profile: "objects 1..8".into(),
+            engine_file: None,
+        };
+        write_stamp(&e, &stamp).unwrap();
+        let name = e.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(status(Some(&orin())), vec![format!("engine {name} (fp16): current")]);
+
+        let mut h200 = orin();
+        h200.gpu_name = "NVIDIA H200".into();
+        h200.compute_capability = (9, 0);
+        h200.l4t_release = None;
+        let other = status(Some(&h200));
+        assert!(other[0].contains("stale (built for GPU 'Orin (nvgpu)', this is 'NVIDIA H200')"), "{other:?}");
+
+        let none = status(None);
+        assert!(none[0].contains("built by TensorRT 8.5.2 for 'Orin (nvgpu)' (sm87); file intact"), "{none:?}");
+
+        std::fs::write(&e, b"pl").unwrap();
+        assert!(status(Some(&orin()))[0].contains("truncated"));
+        assert!(status(None)[0].contains("truncated"));
+
+        std::fs::write(&e, b"plan").unwrap();
+        std::fs::write(dir.join("memory_encoder.onnx"), b"graph v2").unwrap();
+        assert!(status(Some(&orin()))[0].contains("stale (the graph changed)"));
+
+        std::fs::remove_file(engine_cache::stamp_path(&e)).unwrap();
+        assert!(status(Some(&orin()))[0].contains("stale (no build record"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
