@@ -115,14 +115,14 @@ pub fn build_engines(
                 match check_engine(shim, spec, &onnx, &engine, precision) {
                     Ok(None) => out.push((c, EngineOutcome::Built { path: engine, reason, note: note.clone() })),
                     Ok(Some(blocked)) => out.push((c, EngineOutcome::Failed { reason: blocked })),
-                    Err(e) => out.push((
-                        c,
-                        EngineOutcome::Built {
-                            path: engine,
-                            reason,
-                            note: Some(format!("parity self-check could not run: {e}")),
-                        },
-                    )),
+                    Err(e) => {
+                        let check = format!("parity self-check could not run: {e}");
+                        let note = Some(match &note {
+                            Some(n) => format!("{n}; {check}"),
+                            None => check,
+                        });
+                        out.push((c, EngineOutcome::Built { path: engine, reason, note }))
+                    }
                 }
             }
             Err(e) => out.push((c, EngineOutcome::Failed { reason: e.to_string() })),
