@@ -110,6 +110,11 @@ impl Shim {
         Err(unavailable(format!("TensorRT backend not available: {}", errs.join("; "))))
     }
 
+    /// Load the shim at `path` (no search; `TAMRT_TRT_SHIM` is not consulted).
+    pub fn open(path: &Path) -> Result<Arc<Shim>> {
+        Self::load_from(path).map(Arc::new)
+    }
+
     fn load_from(path: &Path) -> Result<Shim> {
         // SAFETY: loading a library runs its initialisers; the shim has none beyond the
         // TensorRT libraries' own. Symbols are copied out as plain fn pointers and the
