@@ -1,8 +1,10 @@
 //! TensorRT backend: engines built from the exported graphs through the C++ shim
 //! (src/trt/shim.cpp, loaded at run time), cached by graph / precision / TensorRT / GPU.
 //!
-//! Status: compiled and unit-tested here (naming, staleness, profiles, fallback); the
-//! shim and the device paths have not run on TensorRT hardware yet.
+//! Status: compiled and unit-tested here (naming, staleness, profiles, fallback), and
+//! [`build_engines`] plus the FFI error paths are driven in `tests/trt_fake_shim.rs`
+//! through a stand-in shim with shim.h's ABI (no TensorRT); the real shim and the device
+//! paths have not run on TensorRT hardware yet.
 //!
 //! Known TensorRT pitfalls handled:
 //! - Memory attention can crash the Myelin builder at the default optimization level on
