@@ -3,7 +3,7 @@
 //! operation is one IEEE round-to-nearest operation in the CPU's order). Each kernel's
 //! host-side arithmetic twin is the `apply_host` of its table in `plan.rs`.
 
-/// Kernel names, in the order [`super::device::Gpu`] loads them.
+/// Kernel names, in the order `device::Gpu` loads them.
 pub const NAMES: [&str; 7] = [
     "pil_horizontal",
     "pil_vertical_normalize",

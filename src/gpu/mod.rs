@@ -20,7 +20,7 @@
 //! engines still take host tensors).
 //!
 //! [`plan`], [`gather`] and [`kernels`] are plain Rust (always compiled, tested without
-//! CUDA); [`device`], [`prepost`], [`bank`] need the `cuda` feature.
+//! CUDA); `device`, `prepost`, `bank` need the `cuda` feature.
 
 #[cfg(feature = "cuda")]
 pub mod bank;

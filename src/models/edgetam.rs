@@ -1,7 +1,7 @@
 //! EdgeTAM graphs (`configs/edgetam.yaml` of facebookresearch/EdgeTAM): RepViT-M1 image
-//! encoder ([`repvit`](super::repvit)), memory encoder followed by the spatial perceiver
+//! encoder ([`repvit`]), memory encoder followed by the spatial perceiver
 //! ([`perceiver`](super::perceiver)), memory attention with `RoPEAttentionv2`
-//! ([`memory_attention_v2`](super::memory_attention_v2)). The prompt decoder is SAM 2's.
+//! ([`memory_attention_v2`]). The prompt decoder is SAM 2's.
 //! Contracts: `export/README.md`, EdgeTAM section.
 
 use std::sync::Arc;
