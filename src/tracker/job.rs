@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
 use crate::backend::Backend;
 use crate::error::{Error, ErrorKind, Result};
 
 use super::frames::{FrameDir, FrameSource};
 use super::models::TrackerModels;
-use super::output::MaskWriter;
+use super::output::{MaskWriter, ObjectLogits, TrackSink};
 use super::prompts::read_prompt_file;
 use super::propagate::TrackReport;
 use super::{Tracker, TrackerOptions};
@@ -117,7 +119,9 @@ pub fn run_track_job(job: &TrackJob, backend: &dyn Backend) -> Result<TrackSumma
     let start = job.start_frame.or_else(|| if job.reverse { prompts.iter().map(|p| p.frame).max() } else { None });
     std::fs::create_dir_all(&job.out).map_err(|e| Error::io(&job.out, "cannot create output folder", e))?;
     let mut writer = MaskWriter::new(&job.out, job.save_logits);
-    let res = tracker.propagate(start, job.reverse, &mut writer);
+    let mut progress = Progress::new(&mut writer);
+    let res = tracker.propagate(start, job.reverse, &mut progress);
+    progress.bar.finish_and_clear();
     let report = res.map_err(|e| e.context(format!("{} files written to '{}'", writer.written, job.out.display())))?;
     Ok(TrackSummary {
         report,
@@ -127,6 +131,34 @@ pub fn run_track_job(job: &TrackJob, backend: &dyn Backend) -> Result<TrackSumma
         setup_seconds,
         prompt_seconds,
     })
+}
+
+/// A progress bar on stderr (drawn only on a terminal) around the mask writer.
+struct Progress<'a> {
+    inner: &'a mut MaskWriter,
+    bar: ProgressBar,
+}
+
+impl<'a> Progress<'a> {
+    fn new(inner: &'a mut MaskWriter) -> Progress<'a> {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("tracking {bar:30} {pos}/{len} frames, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        Progress { inner, bar }
+    }
+}
+
+impl TrackSink for Progress<'_> {
+    fn begin(&mut self, frames: usize) {
+        self.bar.set_length(frames as u64);
+    }
+
+    fn frame(&mut self, frame: usize, name: &str, objects: &[ObjectLogits]) -> Result<()> {
+        self.inner.frame(frame, name, objects)?;
+        self.bar.inc(1);
+        Ok(())
+    }
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in KiB.

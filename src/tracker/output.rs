@@ -21,6 +21,8 @@ pub struct ObjectLogits {
 
 /// Receives every processed frame, in processing order.
 pub trait TrackSink {
+    /// Called once before the first frame with the number of frames to come.
+    fn begin(&mut self, _frames: usize) {}
     fn frame(&mut self, frame: usize, name: &str, objects: &[ObjectLogits]) -> Result<()>;
 }
 

@@ -254,6 +254,7 @@ impl Tracker<'_> {
         let needs: Vec<bool> =
             order.iter().map(|&f| self.objects.iter().any(|o| o.mem.cond_frame(f).is_none())).collect();
         let needs_image: Vec<usize> = order.iter().zip(&needs).filter(|(_, n)| **n).map(|(f, _)| *f).collect();
+        sink.begin(order.len());
         let depth = self.opts.max_frames_in_mem.saturating_sub(1).min(16);
         let source = self.source;
         let s = self.models.config().image_size;
