@@ -164,12 +164,6 @@ type FnBuild = unsafe extern "C" fn(
     *const BuildOptions,
 ) -> i32;
 
-fn sha256_hex(path: &Path) -> Result<String, String> {
-    use sha2::{Digest, Sha256};
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Build engines for `models/*/model.json` with the profiles export recorded, the
 /// precision in `TAMRT_ENGINE_PRECISION` (fp16 by default) and the CLI's defaults
 /// (workspace 1024 MB, default optimization level).
@@ -213,7 +207,7 @@ fn build_model_engines(lib: &Path) -> Result<(), String> {
                 let onnx = dir.join(g["file"].as_str().unwrap_or_default());
                 let profiles = g["trt_profiles"].as_array().cloned().unwrap_or_default();
                 let stamp = EngineStamp {
-                    graph_sha256: sha256_hex(&onnx)?,
+                    graph_sha256: engine_cache::file_sha256(&onnx).map_err(|e| format!("{}: {e}", onnx.display()))?.1,
                     target: target.clone(),
                     precision,
                     workspace_mb: 1024,

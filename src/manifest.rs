@@ -145,24 +145,9 @@ pub fn load_runtime_tensors(cfg: &ModelConfig, vb: &Vb) -> Result<BTreeMap<Strin
     Ok(out)
 }
 
-/// SHA-256 of a file, hex.
+/// Size and SHA-256 (hex) of a file.
 pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).map_err(|e| Error::io(path, "cannot read", e))?;
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-        h.update(&buf[..k]);
-    }
-    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>();
-    Ok((n, hex))
+    crate::trt::engine_cache::file_sha256(path).map_err(|e| Error::io(path, "cannot read", e))
 }
 
 impl Manifest {

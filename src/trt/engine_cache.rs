@@ -195,7 +195,7 @@ fn engine_file_mismatch(engine: &Path, recorded: &EngineFile) -> Option<String> 
 
 /// Size and hex SHA-256 of a file, read in 1 MiB pieces (this file is also compiled into
 /// build.rs, so it keeps to std and sha2).
-fn file_sha256(path: &Path) -> std::io::Result<(u64, String)> {
+pub fn file_sha256(path: &Path) -> std::io::Result<(u64, String)> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
