@@ -42,7 +42,9 @@ pub(crate) fn inputs_and_memory_encoder(g: &mut Graph, cfg: &ModelConfig, vb: &V
         )));
     }
     let (ci, ei, si) = (c as i64, e as i64, s as i64);
-    let pix_feat = g.input("pix_feat", DataType::Float, dims!["objects", ci, ei, ei]);
+    // `curr_batch`: 1 (the frame's features, broadcast over the objects by `x + masks`)
+    // or one per object
+    let pix_feat = g.input("pix_feat", DataType::Float, dims!["curr_batch", ci, ei, ei]);
     let mask = g.input("mask_high_res", DataType::Float, dims!["objects", 1, si, si]);
     let score = g.input("object_score_logits", DataType::Float, dims!["objects", 1]);
     let binarize = g.input("binarize", DataType::Float, dims![1]);

@@ -218,7 +218,7 @@ impl TrackerModels {
     }
 
     /// Memory encoder on a batch of objects of one frame (`vision_feat`: the frame's
-    /// features, batch 1; `mask_high_res` and `object_score_logits` per object): returns
+    /// features, batch 1, broadcast over the objects by the graph; `mask_high_res` and `object_score_logits` per object): returns
     /// (`maskmem_features`, `maskmem_pos_enc`). Runs in chunks of at most
     /// [`memory_encoder_batch`] objects (results concatenated).
     pub fn encode_memory(
@@ -234,7 +234,7 @@ impl TrackerModels {
         for start in (0..b).step_by(chunk) {
             let n = chunk.min(b - start);
             let (f, p) = self.encode_memory_call(
-                &repeat_batch(vision_feat, n),
+                vision_feat,
                 &batch_slice(mask_high_res, start, n),
                 &batch_slice(object_score_logits, start, n),
                 binarize,
@@ -350,18 +350,6 @@ fn batch_slice(t: &TensorF32, start: usize, n: usize) -> TensorF32 {
     let mut shape = t.shape.clone();
     shape[0] = n;
     TensorF32::new(shape, t.data[start * per..(start + n) * per].to_vec())
-}
-
-/// Repeat a batch-1 tensor `b` times along axis 0.
-pub fn repeat_batch(t: &TensorF32, b: usize) -> TensorF32 {
-    debug_assert_eq!(t.shape[0], 1);
-    let mut shape = t.shape.clone();
-    shape[0] = b;
-    let mut data = Vec::with_capacity(t.numel() * b);
-    for _ in 0..b {
-        data.extend_from_slice(&t.data);
-    }
-    TensorF32::new(shape, data)
 }
 
 #[cfg(test)]
