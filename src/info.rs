@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::export::Component;
 use crate::manifest::{GraphSpec, Manifest};
-use crate::trt::engine_cache::{self, EngineStamp, Target};
+use crate::trt::engine_cache::{self, Target};
 
 /// Whether the CUDA driver library can be loaded (cudarc panics when it cannot, so this
 /// is checked first).
@@ -82,19 +82,10 @@ pub fn engine_status(dir: &Path, component: Component, spec: &GraphSpec, target:
             }
             let state = match (target, &graph_sha) {
                 (Some(_), None) => format!("stale (cannot read the graph '{}')", spec.file),
-                (Some(t), Some(sha)) => {
-                    let want = EngineStamp {
-                        graph_sha256: sha.clone(),
-                        target: t.clone(),
-                        profile: spec.trt_profile_desc.clone(),
-                        engine_file: None,
-                        ..record.clone()
-                    };
-                    match engine_cache::staleness(e, &want).filter(|r| r != engine_cache::OPTIONS_CHANGED) {
-                        None => "current".to_string(),
-                        Some(reason) => format!("stale ({reason})"),
-                    }
-                }
+                (Some(t), Some(sha)) => match engine_cache::unusable_reason(e, sha, t) {
+                    None => "current".to_string(),
+                    Some(reason) => format!("stale ({reason})"),
+                },
                 (None, _) => {
                     let (a, b, c) = record.target.trt_version;
                     let (ma, mi) = record.target.compute_capability;
@@ -198,7 +189,7 @@ pub fn report(model_dir: Option<&Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trt::engine_cache::{engine_file_name, write_stamp, Precision};
+    use crate::trt::engine_cache::{engine_file_name, write_stamp, EngineStamp, Precision};
 
     fn orin() -> Target {
         Target {

@@ -171,8 +171,24 @@ pub fn staleness(engine: &Path, want: &EngineStamp) -> Option<String> {
     None
 }
 
-/// The [`staleness`] reason that only the build options differ (a loader may accept it).
-pub const OPTIONS_CHANGED: &str = "build options changed";
+/// The [`staleness`] reason that only the build options differ.
+const OPTIONS_CHANGED: &str = "build options changed";
+
+/// Why the engine cannot be loaded for `graph_sha256` on `target`, or `None` when it can:
+/// [`staleness`] with the build options taken as recorded (an engine built with other
+/// options is still this graph for this TensorRT, GPU and JetPack). The rule of the
+/// TensorRT loader and of `tamrt info`.
+pub fn unusable_reason(engine: &Path, graph_sha256: &str, target: &Target) -> Option<String> {
+    if !engine.exists() {
+        return Some("no engine yet".into());
+    }
+    let record = match read_stamp(engine) {
+        Ok(r) => r,
+        Err(reason) => return Some(reason),
+    };
+    let want = EngineStamp { graph_sha256: graph_sha256.to_string(), target: target.clone(), ..record };
+    staleness(engine, &want)
+}
 
 /// Why the engine file is not the one its record describes, if it is not.
 fn engine_file_mismatch(engine: &Path, recorded: &EngineFile) -> Option<String> {

@@ -229,20 +229,10 @@ impl crate::backend::Backend for TrtBackend {
             Error::new(ErrorKind::InvalidInput, format!("{} has no {}", model_dir.display(), c.file_name()))
         })?;
         let (_, sha) = crate::manifest::sha256_file(&model_dir.join(&spec.file))?;
-        let stamp = EngineStamp {
-            graph_sha256: sha,
-            target: self.target.clone(),
-            precision: self.precision,
-            workspace_mb: 1024,
-            opt_level: None,
-            profile: spec.trt_profile_desc.clone(),
-            engine_file: None,
-        };
         if let Some(reason) = self_check::blocked_reason(&engine) {
             return Err(Error::new(ErrorKind::Backend, format!("'{}': {reason}", engine.display())));
         }
-        // Options may differ from the defaults; only the graph, TensorRT and GPU must match.
-        if let Some(reason) = staleness(&engine, &stamp).filter(|r| r != engine_cache::OPTIONS_CHANGED) {
+        if let Some(reason) = engine_cache::unusable_reason(&engine, &sha, &self.target) {
             return Err(Error::new(
                 ErrorKind::Backend,
                 format!("engine '{}' not usable ({reason}); run `tamrt build-engines`", engine.display()),
