@@ -23,7 +23,7 @@ use crate::models::memory_attention::{layer_with, proj, raw_values_out, Dims, LN
 use crate::models::perceiver::PerceiverDims;
 use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
 use crate::onnx::graph::Graph;
-use crate::onnx::nn::{layer_norm, query_blocks, sdpa_scale, ATTN_QUERY_BLOCK};
+use crate::onnx::nn::{in_query_blocks, layer_norm, sdpa_scale, ATTN_QUERY_BLOCK};
 use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
@@ -183,22 +183,15 @@ fn cross_attention(
     let q_raw = g.matmul(&q, &wk);
     let q_bias = g.matmul(&q, &bk);
 
-    // query blocks as in `nn::sdpa_in_blocks`
-    let nq = rope_q.len;
-    let sizes = query_blocks(nq, ATTN_QUERY_BLOCK);
-    let blocks = |g: &mut Graph, t: &Value| if sizes.len() > 1 { g.split(t, &sizes, 2) } else { vec![t.clone()] };
-    let (qs, qrs, qbs) = (blocks(g, &q), blocks(g, &q_raw), blocks(g, &q_bias));
-    let mut outs = Vec::with_capacity(qs.len());
-    for ((qb, qrb), qbb) in qs.iter().zip(&qrs).zip(&qbs) {
-        let s_rot = g.matmul(qb, &k_rot_t);
-        let s_raw = g.matmul(qrb, &k_raw_t);
-        let s_raw = g.add(&s_raw, qbb);
+    // one softmax over both score sets, in query blocks as `nn::sdpa_in_blocks` runs
+    let o = in_query_blocks(g, &[&q, &q_raw, &q_bias], rope_q.len, ATTN_QUERY_BLOCK, |g, b| {
+        let s_rot = g.matmul(&b[0], &k_rot_t);
+        let s_raw = g.matmul(&b[1], &k_raw_t);
+        let s_raw = g.add(&s_raw, &b[2]);
         let s = g.concat(&[&s_rot, &s_raw], -1);
         let p = g.softmax(&s, -1);
-        outs.push(g.matmul(&p, &values));
-    }
-    let refs: Vec<&Value> = outs.iter().collect();
-    let o = if refs.len() > 1 { g.concat(&refs, 2) } else { outs[0].clone() };
+        g.matmul(&p, &values)
+    });
     raw_values_out(g, vb, dm, &o)
 }
 

@@ -141,21 +141,37 @@ pub fn sdpa_in_blocks(
     nq: usize,
     block: usize,
 ) -> Value {
-    let block = block.max(1);
-    if nq <= block {
-        return sdpa(g, q, kt, v, head_dim);
-    }
     let q = g.mul_scalar(q, sdpa_scale(head_dim));
-    let blocks = g.split(&q, &query_blocks(nq, block), 2);
-    let outs: Vec<Value> = blocks.iter().map(|qb| softmax_product(g, qb, kt, v)).collect();
-    let refs: Vec<&Value> = outs.iter().collect();
-    g.concat(&refs, 2)
+    in_query_blocks(g, &[&q], nq, block, |g, qb| softmax_product(g, &qb[0], kt, v))
 }
 
-/// The row counts of `nq` queries cut into blocks of at most `block` rows, in order.
-pub fn query_blocks(nq: usize, block: usize) -> Vec<i64> {
+/// Cut each of `rows` (`[B, h, nq, ·]`, the same `nq` query rows) into blocks of at most
+/// `block` rows, run `per_block` on the matching blocks (one of each tensor, in the order
+/// given) and concatenate its results along the rows; one block runs on the tensors
+/// themselves. Exact whenever row `i` of the result depends on row `i` of the inputs
+/// only (attention per query).
+pub fn in_query_blocks(
+    g: &mut Graph,
+    rows: &[&Value],
+    nq: usize,
+    block: usize,
+    mut per_block: impl FnMut(&mut Graph, &[Value]) -> Value,
+) -> Value {
     let block = block.max(1);
-    (0..nq).step_by(block).map(|s| (nq - s).min(block) as i64).collect()
+    if nq <= block {
+        let whole: Vec<Value> = rows.iter().map(|t| (*t).clone()).collect();
+        return per_block(g, &whole);
+    }
+    let sizes: Vec<i64> = (0..nq).step_by(block).map(|s| (nq - s).min(block) as i64).collect();
+    let split: Vec<Vec<Value>> = rows.iter().map(|t| g.split(t, &sizes, 2)).collect();
+    let outs: Vec<Value> = (0..sizes.len())
+        .map(|i| {
+            let blocks: Vec<Value> = split.iter().map(|parts| parts[i].clone()).collect();
+            per_block(g, &blocks)
+        })
+        .collect();
+    let refs: Vec<&Value> = outs.iter().collect();
+    g.concat(&refs, 2)
 }
 
 /// `softmax(q·kt)·v` (queries already scaled).
