@@ -79,6 +79,15 @@ fn tracks_like_official_reverse() {
 }
 
 #[test]
+fn without_pinned_prompt_features_the_result_is_the_same() {
+    // budget 0: upstream's one-frame cache; prompted frames are encoded again and the
+    // memory encoding before tracking reads their kept `vision_feat`
+    let opts = TrackerOptions { prompt_feature_bytes: 0, ..Default::default() };
+    check_scenario(&fixture(), "forward", opts.clone());
+    check_scenario(&fixture(), "reverse", opts);
+}
+
+#[test]
 fn synchronous_frame_loading_gives_the_same_result() {
     let opts = TrackerOptions { max_frames_in_mem: 1, ..Default::default() };
     check_scenario(&fixture(), "forward", opts);

@@ -20,21 +20,16 @@ pub fn feature_bytes(f: &FrameFeatures) -> usize {
 }
 
 /// The last frame's features plus pinned frames.
-#[derive(Default)]
 pub struct FeatureCache {
     frames: BTreeMap<usize, (FrameFeatures, bool)>,
     pinned_bytes: usize,
-    budget: Option<usize>,
+    budget: usize,
 }
 
 impl FeatureCache {
-    /// A cache pinning at most `budget` bytes (default [`PINNED_BYTES`]).
+    /// A cache pinning at most `budget` bytes (0: upstream's one-frame cache).
     pub fn with_budget(budget: usize) -> FeatureCache {
-        FeatureCache { budget: Some(budget), ..Default::default() }
-    }
-
-    fn budget(&self) -> usize {
-        self.budget.unwrap_or(PINNED_BYTES)
+        FeatureCache { frames: BTreeMap::new(), pinned_bytes: 0, budget }
     }
 
     /// Take `frame`'s features out (they come back with [`FeatureCache::put`]).
@@ -48,15 +43,22 @@ impl FeatureCache {
 
     /// Put `frame`'s features back; they stay until another frame is put, or, with `pin`
     /// and while the pinned frames fit the budget, until put again without `pin`.
-    pub fn put(&mut self, frame: usize, feats: FrameFeatures, pin: bool) {
+    /// Returns whether they were pinned.
+    pub fn put(&mut self, frame: usize, feats: FrameFeatures, pin: bool) -> bool {
         drop(self.take(frame));
         let bytes = feature_bytes(&feats);
-        let pin = pin && self.pinned_bytes + bytes <= self.budget();
+        let pin = pin && self.pinned_bytes + bytes <= self.budget;
         if pin {
             self.pinned_bytes += bytes;
         }
         self.frames.retain(|_, (_, p)| *p);
         self.frames.insert(frame, (feats, pin));
+        pin
+    }
+
+    /// `frame`'s features while the cache holds them.
+    pub fn peek(&self, frame: usize) -> Option<&FrameFeatures> {
+        self.frames.get(&frame).map(|(f, _)| f)
     }
 
     /// Frames held (pinned or last).
@@ -83,10 +85,11 @@ mod tests {
     fn keeps_the_last_frame_and_pinned_frames_within_budget() {
         // 8 values = 32 bytes per frame; room for two pinned frames
         let mut c = FeatureCache::with_budget(64);
-        c.put(3, feats(3.0), true);
-        c.put(5, feats(5.0), true);
-        c.put(7, feats(7.0), true); // over budget: kept only as the last frame
+        assert!(c.put(3, feats(3.0), true));
+        assert!(c.put(5, feats(5.0), true));
+        assert!(!c.put(7, feats(7.0), true), "over budget: kept only as the last frame");
         assert_eq!(c.frames(), vec![3, 5, 7]);
+        assert_eq!(c.peek(7).expect("last frame").vision_feat.data, vec![7.0]);
         assert_eq!(c.pinned_bytes(), 64);
         c.put(8, feats(8.0), false);
         assert_eq!(c.frames(), vec![3, 5, 8], "unpinned 7 replaced by the last frame");

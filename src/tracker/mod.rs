@@ -54,6 +54,9 @@ pub struct TrackerOptions {
     pub clear_non_cond_mem_around_input: bool,
     /// `max_frame_num_to_track` of `propagate_in_video` (None = whole video).
     pub max_frame_num_to_track: Option<usize>,
+    /// Bytes of prompted frames' image features kept until the propagation reaches them
+    /// (so it does not encode them again); 0 keeps only the last frame, as upstream.
+    pub prompt_feature_bytes: usize,
 }
 
 impl Default for TrackerOptions {
@@ -63,6 +66,7 @@ impl Default for TrackerOptions {
             max_frames_in_mem: 600,
             clear_non_cond_mem_around_input: false,
             max_frame_num_to_track: None,
+            prompt_feature_bytes: feature_cache::PINNED_BYTES,
         }
     }
 }
@@ -92,7 +96,8 @@ pub struct Tracker<'a> {
     pub(crate) source: &'a dyn FrameSource,
     pub(crate) opts: TrackerOptions,
     pub(crate) objects: Vec<TrackedObject>,
-    /// `vision_feat` of prompted frames, for the memory encoding before tracking.
+    /// `vision_feat` of prompted frames whose features `features` could not pin, for the
+    /// memory encoding before tracking (pinned ones are read from `features`).
     pub(crate) prompt_vision: HashMap<usize, TensorF32>,
     /// The last frame's image features (upstream caches one frame too) and those of
     /// prompted frames until the propagation visits them.
@@ -112,13 +117,14 @@ impl<'a> Tracker<'a> {
         if source.is_empty() {
             return Err(Error::new(ErrorKind::InvalidInput, "the video has no frames"));
         }
+        let budget = opts.prompt_feature_bytes;
         Ok(Tracker {
             models,
             source,
             opts,
             objects: Vec::new(),
             prompt_vision: HashMap::new(),
-            features: FeatureCache::default(),
+            features: FeatureCache::with_budget(budget),
             maskmem_pos: None,
             hole_scratch: Vec::new(),
             propagated: false,
@@ -152,9 +158,10 @@ impl<'a> Tracker<'a> {
     }
 
     /// Give features back: `pin` (prompted frames) keeps them, within the cache's
-    /// budget, until they are put back without `pin` (the propagation's visit).
-    pub(crate) fn put_features(&mut self, frame: usize, feats: FrameFeatures, pin: bool) {
-        self.features.put(frame, feats, pin);
+    /// budget, until they are put back without `pin` (the propagation's visit). Returns
+    /// whether they were pinned.
+    pub(crate) fn put_features(&mut self, frame: usize, feats: FrameFeatures, pin: bool) -> bool {
+        self.features.put(frame, feats, pin)
     }
 
     /// Apply a prompt on a frame not tracked yet (an initial conditioning frame), as

@@ -67,9 +67,12 @@ impl Tracker<'_> {
     pub(crate) fn run_prompt(&mut self, prompt: &Prompt) -> Result<PromptOutput> {
         let frame = prompt.frame;
         let feats = self.take_features(frame, None)?;
-        self.prompt_vision.entry(frame).or_insert_with(|| feats.vision_feat.clone());
         let res = self.prompt_with(prompt, &feats);
-        self.put_features(frame, feats, true);
+        if !self.put_features(frame, feats, true) {
+            // over the cache's budget: keep what the memory encoding before tracking needs
+            let vision = &self.features.peek(frame).expect("the frame just put").vision_feat;
+            self.prompt_vision.entry(frame).or_insert_with(|| vision.clone());
+        }
         res
     }
 
@@ -172,9 +175,12 @@ impl Tracker<'_> {
                 .filter_map(|(i, o)| o.pending.iter().position(|p| p.frame == f).map(|j| (i, j)))
                 .collect();
             let b = members.len();
-            let vision = self.prompt_vision.get(&f).ok_or_else(|| {
-                Error::new(ErrorKind::InvalidInput, format!("frame {f}: image features of the prompt are gone"))
-            })?;
+            let vision = match self.features.peek(f) {
+                Some(feats) => &feats.vision_feat,
+                None => self.prompt_vision.get(&f).ok_or_else(|| {
+                    Error::new(ErrorKind::InvalidInput, format!("frame {f}: image features of the prompt are gone"))
+                })?,
+            };
             let mut high = Vec::with_capacity(b * s * s);
             let mut scores = Vec::with_capacity(b);
             for &(i, j) in &members {

@@ -76,6 +76,7 @@ pub fn track_and_compare(
 ) -> (f64, f32) {
     let (w, h) = video.size();
     let prompts = read_prompt_file(prompts_file, video.len(), w, h).unwrap();
+    let pinned_budget = opts.prompt_feature_bytes;
     let mut tracker = Tracker::new(&mut models, video, opts).unwrap();
     for p in &prompts {
         tracker.add_prompt(p).unwrap();
@@ -84,11 +85,13 @@ pub fn track_and_compare(
     let mut sink = CollectSink::default();
     let report = tracker.propagate(start, reverse, &mut sink).unwrap();
     assert_eq!(report.frames, order, "processing order");
-    // prompted frames keep their image features (all fixtures fit the cache's budget), so
-    // the propagation encodes exactly the frames without a prompt, each once
-    let prompted: std::collections::BTreeSet<usize> = prompts.iter().map(|p| p.frame).collect();
-    let unprompted = order.iter().filter(|f| !prompted.contains(f)).count();
-    assert_eq!(report.times.image_encoder_calls, unprompted, "{name}: image encoder calls in the propagation");
+    // with the default budget, prompted frames keep their image features (all fixtures fit
+    // it), so the propagation encodes exactly the frames without a prompt, each once
+    if pinned_budget == tamrt::tracker::feature_cache::PINNED_BYTES {
+        let prompted: std::collections::BTreeSet<usize> = prompts.iter().map(|p| p.frame).collect();
+        let unprompted = order.iter().filter(|f| !prompted.contains(f)).count();
+        assert_eq!(report.times.image_encoder_calls, unprompted, "{name}: image encoder calls in the propagation");
+    }
     let refs = f32_tensors(refs_file);
     let mut seen = 0;
     let (mut worst_iou, mut worst_rel) = (1f64, 0f32);
