@@ -405,3 +405,159 @@ fn failed_engines_fall_back_to_ort_and_still_track_like_official() {
     let (iou, rel) = check_scenario_with(&fx, "forward", TrackerOptions::default(), models);
     assert!(iou >= IOU_MIN && rel <= LOGIT_REL);
 }
+
+/// What the tracker handed to and took from a backend that keeps outputs resident.
+#[derive(Default, Debug)]
+struct ResidencyLog {
+    /// output name → copies back to the host
+    downloads: BTreeMap<String, usize>,
+    /// (component input) → (given resident, given on the host)
+    inputs: BTreeMap<String, (usize, usize)>,
+}
+
+/// A tensor "kept on the device" by [`KeepingSession`]: host data behind the
+/// [`tamrt::backend::Resident`] interface, counting every copy to the host.
+#[derive(Debug)]
+struct Kept {
+    t: tamrt::weights::TensorF32,
+    name: String,
+    log: std::sync::Arc<Mutex<ResidencyLog>>,
+}
+
+impl tamrt::backend::Resident for Kept {
+    fn shape(&self) -> &[usize] {
+        &self.t.shape
+    }
+    fn to_host(&self) -> tamrt::Result<tamrt::weights::TensorF32> {
+        *self.log.lock().unwrap().downloads.entry(self.name.clone()).or_default() += 1;
+        Ok(self.t.clone())
+    }
+    fn concat(
+        &self,
+        rest: &[&dyn tamrt::backend::Resident],
+    ) -> tamrt::Result<std::sync::Arc<dyn tamrt::backend::Resident>> {
+        let mut t = self.t.clone();
+        for r in rest {
+            let k = r.as_any().downcast_ref::<Kept>().expect("only Kept values here");
+            t.shape[0] += k.t.shape[0];
+            t.data.extend_from_slice(&k.t.data);
+        }
+        Ok(std::sync::Arc::new(Kept { t, name: self.name.clone(), log: self.log.clone() }))
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// ONNX Runtime behind a session that keeps the outputs it is asked to keep as [`Kept`]
+/// values and takes its own values back without a copy, as the TensorRT session does
+/// with device buffers.
+struct KeepingSession {
+    inner: Box<dyn tamrt::backend::ComponentSession>,
+    component: &'static str,
+    log: std::sync::Arc<Mutex<ResidencyLog>>,
+}
+
+impl tamrt::backend::ComponentSession for KeepingSession {
+    fn run(
+        &mut self,
+        inputs: &[(&str, &tamrt::weights::TensorF32)],
+    ) -> tamrt::Result<Vec<(String, tamrt::weights::TensorF32)>> {
+        self.inner.run(inputs)
+    }
+    fn backend_name(&self) -> &str {
+        "keeping"
+    }
+    fn input_names(&self) -> Vec<String> {
+        self.inner.input_names()
+    }
+    fn run_values(
+        &mut self,
+        inputs: &[(&str, &tamrt::backend::Value)],
+        keep: &[&str],
+    ) -> tamrt::Result<Vec<(String, tamrt::backend::Value)>> {
+        use tamrt::backend::Value;
+        let mut refs = Vec::new();
+        for (name, v) in inputs {
+            let mut log = self.log.lock().unwrap();
+            let e = log.inputs.entry(format!("{} {name}", self.component)).or_default();
+            match v {
+                Value::Resident(r) => {
+                    e.0 += 1;
+                    refs.push((*name, &r.as_any().downcast_ref::<Kept>().expect("a Kept value").t));
+                }
+                Value::Host(t) => {
+                    e.1 += 1;
+                    refs.push((*name, t));
+                }
+            }
+        }
+        let out = self.inner.run(&refs)?;
+        Ok(out
+            .into_iter()
+            .map(|(n, t)| {
+                let v = if keep.contains(&n.as_str()) {
+                    Value::Resident(std::sync::Arc::new(Kept { t, name: n.clone(), log: self.log.clone() }))
+                } else {
+                    Value::Host(t)
+                };
+                (n, v)
+            })
+            .collect())
+    }
+}
+
+struct KeepingBackend {
+    log: std::sync::Arc<Mutex<ResidencyLog>>,
+}
+
+impl tamrt::backend::Backend for KeepingBackend {
+    fn name(&self) -> &str {
+        "keeping"
+    }
+    fn load(
+        &self,
+        dir: &Path,
+        c: tamrt::export::Component,
+    ) -> tamrt::Result<Box<dyn tamrt::backend::ComponentSession>> {
+        let inner = tamrt::backend::Backend::load(&OrtBackend { threads: 2 }, dir, c)?;
+        Ok(Box::new(KeepingSession { inner, component: c.name(), log: self.log.clone() }))
+    }
+}
+
+/// With a backend that keeps outputs where it ran them (TensorRT: device memory), the
+/// image features and the memory attention's output never come back to the host, except
+/// `vision_feat` on frames with a points/box prompt (`no_mem_embed` is added on the host
+/// there), and the tracking result is unchanged.
+#[test]
+fn resident_features_stay_with_the_backend_and_tracking_is_unchanged() {
+    let fx = fixture();
+    let log = std::sync::Arc::new(Mutex::new(ResidencyLog::default()));
+    let models = TrackerModels::load(&KeepingBackend { log: log.clone() }, &exported(&fx)).unwrap();
+    let (iou, rel) = check_scenario_with(&fx, "forward", TrackerOptions::default(), models);
+    assert!(iou >= IOU_MIN && rel <= LOGIT_REL);
+    let log = log.lock().unwrap();
+    println!("{log:#?}");
+    let prompts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("prompts_forward.json")).unwrap()).unwrap();
+    let point_prompts = prompts["prompts"].as_array().unwrap().iter().filter(|p| p.get("mask").is_none()).count();
+    assert_eq!(point_prompts, 5, "the fixture's prompts changed");
+    let downloads: Vec<(&str, usize)> = log.downloads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(downloads, vec![("vision_feat", point_prompts)], "copies of resident tensors to the host");
+    let given = |k: &str| *log.inputs.get(k).unwrap_or_else(|| panic!("no input {k} given: {:?}", log.inputs));
+    for k in [
+        "memory_attention curr",
+        "memory_attention curr_pos",
+        "prompt_decoder high_res_feat0",
+        "prompt_decoder high_res_feat1",
+        "memory_encoder pix_feat",
+    ] {
+        let (resident, host) = given(k);
+        assert!(resident > 0 && host == 0, "{k}: {resident} resident, {host} on the host");
+    }
+    // the decoder's image embedding: the memory attention's output when tracking, the
+    // host sum with no_mem_embed for points/box prompts
+    let (resident, host) = given("prompt_decoder image_embed");
+    assert_eq!(host, point_prompts);
+    assert!(resident > 0);
+}

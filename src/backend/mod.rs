@@ -5,12 +5,14 @@
 #[cfg(feature = "ort")]
 pub mod ort;
 pub mod select;
+pub mod value;
 
 use std::path::Path;
 
 use crate::error::Result;
 use crate::export::Component;
 use crate::weights::TensorF32;
+pub use value::{Resident, Value};
 
 /// One loaded graph (or engine) that maps named fp32 inputs to named fp32 outputs.
 pub trait ComponentSession {
@@ -20,6 +22,16 @@ pub trait ComponentSession {
     fn backend_name(&self) -> &str;
     /// Names of the graph's inputs.
     fn input_names(&self) -> Vec<String>;
+    /// [`ComponentSession::run`] with inputs that may be [`Value::Resident`] (this
+    /// backend's own take no copy), where the outputs named in `keep` may stay resident.
+    /// Backends that work on the host (the default) copy resident inputs to the host and
+    /// return host values.
+    fn run_values(&mut self, inputs: &[(&str, &Value)], keep: &[&str]) -> Result<Vec<(String, Value)>> {
+        let _ = keep;
+        let host = inputs.iter().map(|(n, v)| Ok((*n, v.to_host()?))).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<(&str, &TensorF32)> = host.iter().map(|(n, t)| (*n, t.as_ref())).collect();
+        Ok(self.run(&refs)?.into_iter().map(|(n, t)| (n, Value::Host(t))).collect())
+    }
 }
 
 /// A way of running exported components.
@@ -30,7 +42,7 @@ pub trait Backend {
 }
 
 /// Look up an output by name in a session result.
-pub fn take_output(outputs: &mut Vec<(String, TensorF32)>, name: &str) -> Result<TensorF32> {
+pub fn take_output<T>(outputs: &mut Vec<(String, T)>, name: &str) -> Result<T> {
     let i = outputs.iter().position(|(n, _)| n == name).ok_or_else(|| {
         crate::Error::new(
             crate::ErrorKind::Backend,

@@ -77,7 +77,7 @@ mod tests {
     use crate::weights::TensorF32;
 
     fn feats(v: f32) -> FrameFeatures {
-        let t = |n: usize| TensorF32::new(vec![1, n], vec![v; n]);
+        let t = |n: usize| TensorF32::new(vec![1, n], vec![v; n]).into();
         FrameFeatures { high_res_feat0: t(4), high_res_feat1: t(2), vision_feat: t(1), vision_pos: t(1) }
     }
 
@@ -89,19 +89,19 @@ mod tests {
         assert!(c.put(5, feats(5.0), true));
         assert!(!c.put(7, feats(7.0), true), "over budget: kept only as the last frame");
         assert_eq!(c.frames(), vec![3, 5, 7]);
-        assert_eq!(c.peek(7).expect("last frame").vision_feat.data, vec![7.0]);
+        assert_eq!(c.peek(7).expect("last frame").vision_feat.to_host().unwrap().data, vec![7.0]);
         assert_eq!(c.pinned_bytes(), 64);
         c.put(8, feats(8.0), false);
         assert_eq!(c.frames(), vec![3, 5, 8], "unpinned 7 replaced by the last frame");
         let f5 = c.take(5).expect("pinned frame kept");
-        assert_eq!(f5.vision_feat.data, vec![5.0]);
+        assert_eq!(f5.vision_feat.to_host().unwrap().data, vec![5.0]);
         assert_eq!(c.pinned_bytes(), 32);
         // the propagation puts a visited frame back unpinned: it no longer stays
         c.put(5, f5, false);
         c.put(9, feats(9.0), false);
         assert_eq!(c.frames(), vec![3, 9]);
         assert!(c.take(5).is_none());
-        assert_eq!(c.take(3).expect("still pinned").vision_feat.data, vec![3.0]);
+        assert_eq!(c.take(3).expect("still pinned").vision_feat.to_host().unwrap().data, vec![3.0]);
         assert_eq!(c.pinned_bytes(), 0);
     }
 
@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(c.pinned_bytes(), 32, "counted once");
         c.put(2, feats(3.0), false);
         assert_eq!(c.pinned_bytes(), 0);
-        assert_eq!(c.take(2).expect("held").vision_feat.data, vec![3.0]);
+        assert_eq!(c.take(2).expect("held").vision_feat.to_host().unwrap().data, vec![3.0]);
     }
 
     #[test]
@@ -123,6 +123,6 @@ mod tests {
         c.put(1, feats(1.0), true);
         assert_eq!(c.frames(), vec![1]);
         assert!(c.take(0).is_none());
-        assert_eq!(c.take(1).expect("last frame").vision_feat.data, vec![1.0]);
+        assert_eq!(c.take(1).expect("last frame").vision_feat.to_host().unwrap().data, vec![1.0]);
     }
 }

@@ -29,8 +29,8 @@ pub mod resize;
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::backend::Value;
 use crate::error::{Error, ErrorKind, Result};
-use crate::weights::TensorF32;
 use feature_cache::FeatureCache;
 
 pub use frames::{FrameDir, FrameSource, RgbFrame};
@@ -98,7 +98,7 @@ pub struct Tracker<'a> {
     pub(crate) objects: Vec<TrackedObject>,
     /// `vision_feat` of prompted frames whose features `features` could not pin, for the
     /// memory encoding before tracking (pinned ones are read from `features`).
-    pub(crate) prompt_vision: HashMap<usize, TensorF32>,
+    pub(crate) prompt_vision: HashMap<usize, Value>,
     /// The last frame's image features (upstream caches one frame too) and those of
     /// prompted frames until the propagation visits them.
     pub(crate) features: FeatureCache,

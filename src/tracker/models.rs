@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::backend::{take_output, Backend, ComponentSession};
+use crate::backend::{take_output, Backend, ComponentSession, Value};
 use crate::config::ModelConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::Component;
@@ -28,14 +28,18 @@ pub struct StageTimes {
     pub memory_encoder_calls: usize,
 }
 
-/// Image-encoder outputs of one frame (batch 1).
+/// Image-encoder outputs of one frame (batch 1). They only go on to other graphs, so a
+/// backend may keep them resident (on the GPU for TensorRT).
 #[derive(Debug, Clone)]
 pub struct FrameFeatures {
-    pub high_res_feat0: TensorF32,
-    pub high_res_feat1: TensorF32,
-    pub vision_feat: TensorF32,
-    pub vision_pos: TensorF32,
+    pub high_res_feat0: Value,
+    pub high_res_feat1: Value,
+    pub vision_feat: Value,
+    pub vision_pos: Value,
 }
+
+/// The image encoder's outputs, all kept resident where the backend can.
+const FEATURES: [&str; 4] = ["high_res_feat0", "high_res_feat1", "vision_feat", "vision_pos"];
 
 /// Prompt-decoder outputs the tracker uses.
 pub struct DecoderOut {
@@ -165,13 +169,14 @@ impl TrackerModels {
     /// Image encoder on one preprocessed frame `[3, S, S]`.
     pub fn encode_image(&mut self, image: Vec<f32>) -> Result<FrameFeatures> {
         let s = self.config().image_size;
-        let t = TensorF32::new(vec![1, 3, s, s], image);
+        let t = Value::Host(TensorF32::new(vec![1, 3, s, s], image));
         let times = &mut self.times;
         let mut out = run_timed(
             self.image_encoder.as_mut(),
             (&mut times.image_encoder, &mut times.image_encoder_calls),
             "image_encoder",
             &[("image", &t)],
+            &FEATURES,
         )?;
         Ok(FrameFeatures {
             high_res_feat0: take_output(&mut out, "high_res_feat0")?,
@@ -181,19 +186,21 @@ impl TrackerModels {
         })
     }
 
-    /// Prompt decoder on a batch.
+    /// Prompt decoder on a batch; its outputs come to the host.
     #[allow(clippy::too_many_arguments)]
     pub fn decode(
         &mut self,
-        image_embed: &TensorF32,
+        image_embed: &Value,
         feats: &FrameFeatures,
-        point_coords: &TensorF32,
-        point_labels: &TensorF32,
-        mask_input: &TensorF32,
-        has_mask_input: &TensorF32,
+        point_coords: TensorF32,
+        point_labels: TensorF32,
+        mask_input: TensorF32,
+        has_mask_input: TensorF32,
         multimask: bool,
     ) -> Result<DecoderOut> {
-        let mm = TensorF32::new(vec![1], vec![if multimask { 1.0 } else { 0.0 }]);
+        let mm = Value::Host(TensorF32::new(vec![1], vec![if multimask { 1.0 } else { 0.0 }]));
+        let [point_coords, point_labels, mask_input, has_mask_input] =
+            [point_coords, point_labels, mask_input, has_mask_input].map(Value::Host);
         let times = &mut self.times;
         let mut out = run_timed(
             self.prompt_decoder.as_mut(),
@@ -203,17 +210,19 @@ impl TrackerModels {
                 ("image_embed", image_embed),
                 ("high_res_feat0", &feats.high_res_feat0),
                 ("high_res_feat1", &feats.high_res_feat1),
-                ("point_coords", point_coords),
-                ("point_labels", point_labels),
-                ("mask_input", mask_input),
-                ("has_mask_input", has_mask_input),
+                ("point_coords", &point_coords),
+                ("point_labels", &point_labels),
+                ("mask_input", &mask_input),
+                ("has_mask_input", &has_mask_input),
                 ("multimask_output", &mm),
             ],
+            &[],
         )?;
+        let mut host = |name| take_output(&mut out, name)?.to_host().map(|t| t.into_owned());
         Ok(DecoderOut {
-            low_res_masks: take_output(&mut out, "low_res_masks")?,
-            obj_ptr: take_output(&mut out, "obj_ptr")?,
-            object_score_logits: take_output(&mut out, "object_score_logits")?,
+            low_res_masks: host("low_res_masks")?,
+            obj_ptr: host("obj_ptr")?,
+            object_score_logits: host("object_score_logits")?,
         })
     }
 
@@ -223,7 +232,7 @@ impl TrackerModels {
     /// [`memory_encoder_batch`] objects (results concatenated).
     pub fn encode_memory(
         &mut self,
-        vision_feat: &TensorF32,
+        vision_feat: &Value,
         mask_high_res: &TensorF32,
         object_score_logits: &TensorF32,
         binarize: bool,
@@ -235,8 +244,8 @@ impl TrackerModels {
             let n = chunk.min(b - start);
             let (f, p) = self.encode_memory_call(
                 vision_feat,
-                &batch_slice(mask_high_res, start, n),
-                &batch_slice(object_score_logits, start, n),
+                batch_slice(mask_high_res, start, n),
+                batch_slice(object_score_logits, start, n),
                 binarize,
             )?;
             for (acc, t) in [(&mut feats, f), (&mut pos, p)] {
@@ -255,12 +264,13 @@ impl TrackerModels {
 
     fn encode_memory_call(
         &mut self,
-        pix_feat: &TensorF32,
-        mask_high_res: &TensorF32,
-        object_score_logits: &TensorF32,
+        pix_feat: &Value,
+        mask_high_res: TensorF32,
+        object_score_logits: TensorF32,
         binarize: bool,
     ) -> Result<(TensorF32, TensorF32)> {
-        let bin = TensorF32::new(vec![1], vec![if binarize { 1.0 } else { 0.0 }]);
+        let bin = Value::Host(TensorF32::new(vec![1], vec![if binarize { 1.0 } else { 0.0 }]));
+        let [mask_high_res, object_score_logits] = [mask_high_res, object_score_logits].map(Value::Host);
         let times = &mut self.times;
         let mut out = run_timed(
             self.memory_encoder.as_mut(),
@@ -268,24 +278,29 @@ impl TrackerModels {
             "memory_encoder",
             &[
                 ("pix_feat", pix_feat),
-                ("mask_high_res", mask_high_res),
-                ("object_score_logits", object_score_logits),
+                ("mask_high_res", &mask_high_res),
+                ("object_score_logits", &object_score_logits),
                 ("binarize", &bin),
             ],
+            &[],
         )?;
-        Ok((take_output(&mut out, "maskmem_features")?, take_output(&mut out, "maskmem_pos_enc")?))
+        let mut host = |name| take_output(&mut out, name)?.to_host().map(|t| t.into_owned());
+        Ok((host("maskmem_features")?, host("maskmem_pos_enc")?))
     }
 
-    /// Memory attention on a batch of objects with the same memory layout.
+    /// Memory attention on a batch of objects with the same memory layout; the output
+    /// (the decoder's image embedding) may stay resident.
     pub fn attend(
         &mut self,
-        curr: &TensorF32,
-        curr_pos: &TensorF32,
-        memory: &TensorF32,
-        memory_pos: &TensorF32,
-        obj_ptrs: &TensorF32,
-        obj_ptrs_pos: &TensorF32,
-    ) -> Result<TensorF32> {
+        curr: &Value,
+        curr_pos: &Value,
+        memory: TensorF32,
+        memory_pos: TensorF32,
+        obj_ptrs: TensorF32,
+        obj_ptrs_pos: TensorF32,
+    ) -> Result<Value> {
+        let [memory, memory_pos, obj_ptrs, obj_ptrs_pos] =
+            [memory, memory_pos, obj_ptrs, obj_ptrs_pos].map(Value::Host);
         let times = &mut self.times;
         let mut out = run_timed(
             self.memory_attention.as_mut(),
@@ -294,31 +309,33 @@ impl TrackerModels {
             &[
                 ("curr", curr),
                 ("curr_pos", curr_pos),
-                ("memory", memory),
-                ("memory_pos", memory_pos),
-                ("obj_ptrs", obj_ptrs),
-                ("obj_ptrs_pos", obj_ptrs_pos),
+                ("memory", &memory),
+                ("memory_pos", &memory_pos),
+                ("obj_ptrs", &obj_ptrs),
+                ("obj_ptrs_pos", &obj_ptrs_pos),
             ],
+            &["pix_feat_with_mem"],
         )?;
         take_output(&mut out, "pix_feat_with_mem")
     }
 }
 
-/// Run one component: its time and call are added to `stage` (time, calls), and resident
-/// memory after the call is traced.
+/// Run one component (outputs in `keep` may stay resident): its time and call are added
+/// to `stage` (time, calls), and resident memory after the call is traced.
 fn run_timed(
     session: &mut dyn ComponentSession,
     stage: (&mut Duration, &mut usize),
     component: &str,
-    inputs: &[(&str, &TensorF32)],
-) -> Result<Vec<(String, TensorF32)>> {
+    inputs: &[(&str, &Value)],
+    keep: &[&str],
+) -> Result<Vec<(String, Value)>> {
     if tracing::enabled!(tracing::Level::DEBUG) {
         // one line per call with every input shape (`scripts/graph_flops.py` reads these)
-        let shapes: Vec<String> = inputs.iter().map(|(n, t)| format!("{n}={:?}", t.shape)).collect();
+        let shapes: Vec<String> = inputs.iter().map(|(n, t)| format!("{n}={:?}", t.shape())).collect();
         tracing::debug!("call {component}: {}", shapes.join(" "));
     }
     let t0 = Instant::now();
-    let out = session.run(inputs)?;
+    let out = session.run_values(inputs, keep)?;
     *stage.0 += t0.elapsed();
     *stage.1 += 1;
     trace_memory(component);

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backend::Value;
 use crate::error::{Error, ErrorKind, Result};
 use crate::onnx::nn::ATTN_QUERY_BLOCK;
 use crate::weights::TensorF32;
@@ -105,15 +106,15 @@ impl Tracker<'_> {
                 // _use_multimask on an initial conditioning frame
                 let multimask =
                     cfg.multimask_output_in_sam && cfg.multimask_min_pt_num <= n && n <= cfg.multimask_max_pt_num;
-                // directly_add_no_mem_embed
-                let mut embed = feats.vision_feat.clone();
+                // directly_add_no_mem_embed (on the host: prompted frames only)
+                let mut embed = feats.vision_feat.to_host()?.into_owned();
                 let hw = e * e;
                 for (ch, &v) in self.models.no_mem_embed.iter().enumerate() {
                     for x in &mut embed.data[ch * hw..(ch + 1) * hw] {
                         *x += v;
                     }
                 }
-                let d = self.models.decode(&embed, feats, &pc, &pl, &mask_input, &has, multimask)?;
+                let d = self.models.decode(&Value::Host(embed), feats, pc, pl, mask_input, has, multimask)?;
                 (d.low_res_masks.data, d.obj_ptr.data, d.object_score_logits.data[0])
             }
             PromptKind::Mask { width, height, mask } => {
@@ -127,7 +128,7 @@ impl Tracker<'_> {
                     let mi = TensorF32::new(vec![1, 1, m4, m4], ops::mask_downsample(&m, s, &w, b));
                     let has = TensorF32::new(vec![1], vec![1.0]);
                     let (pc, pl) = no_points(1);
-                    let d = self.models.decode(&feats.vision_feat, feats, &pc, &pl, &mi, &has, false)?;
+                    let d = self.models.decode(&feats.vision_feat, feats, pc, pl, mi, has, false)?;
                     ptr = d.obj_ptr.data;
                 }
                 if cfg.sam.pred_obj_scores && cfg.use_obj_ptrs_in_encoder {
@@ -377,7 +378,8 @@ impl Tracker<'_> {
             let split = layout.split;
             let t_diff_max = rules.max_obj_ptrs.saturating_sub(1);
             let tpos_dim = if cfg.proj_tpos_enc_in_obj_ptrs { c } else { m };
-            let mut pix_with_mem: Vec<Option<Vec<f32>>> = vec![None; run.len()];
+            let mut pix_with_mem: Vec<Value> = Vec::new();
+            let mut dec_order: Vec<usize> = Vec::with_capacity(run.len());
             self.models.times.host += t_host.elapsed();
             // split groups so one call's working set stays under ATTN_CALL_BYTES
             // (large batches cost memory)
@@ -446,25 +448,20 @@ impl Tracker<'_> {
                 // one frame for all `b` objects (the graph broadcasts it)
                 let (curr, curr_pos) = (&feats.vision_feat, &feats.vision_pos);
                 self.models.times.host += t_host.elapsed();
-                let out = self.models.attend(curr, curr_pos, &memory, &memory_pos, &ptrs, &ptrs_pos)?;
-                let per = c * hw;
-                for (bi, &k) in members.iter().enumerate() {
-                    pix_with_mem[k] = Some(out.data[bi * per..(bi + 1) * per].to_vec());
-                }
+                pix_with_mem.push(self.models.attend(curr, curr_pos, memory, memory_pos, ptrs, ptrs_pos)?);
+                dec_order.extend(members.iter().map(|&k| run[k]));
             }
-            // prompt decoder on all tracked objects (no prompt, multimask for tracking)
+            // prompt decoder on all tracked objects (no prompt, multimask for tracking), in
+            // the order of the memory-attention calls (their outputs are concatenated
+            // where the backend keeps them); position `bi` is object `dec_order[bi]`
             let b = run.len();
-            let mut embed = Vec::with_capacity(b * c * hw);
-            for p in &pix_with_mem {
-                embed.extend_from_slice(p.as_ref().expect("attended"));
-            }
-            let embed = TensorF32::new(vec![b, c, e, e], embed);
+            let embed = Value::concat(pix_with_mem)?;
             let (pc, pl) = no_points(b);
             let mi = TensorF32::new(vec![b, 1, m4, m4], vec![0.0; b * m4 * m4]);
             let has = TensorF32::new(vec![b], vec![0.0; b]);
             let multimask =
                 cfg.multimask_output_in_sam && cfg.multimask_output_for_tracking && cfg.multimask_min_pt_num == 0;
-            let d = self.models.decode(&embed, feats, &pc, &pl, &mi, &has, multimask)?;
+            let d = self.models.decode(&embed, feats, pc, pl, mi, has, multimask)?;
             // memory encoder on the (unfilled) high-res masks, sigmoid (not binarized)
             let t_host = Instant::now();
             let mut high = vec![0f32; b * s * s];
@@ -487,7 +484,7 @@ impl Tracker<'_> {
             if self.maskmem_pos.is_none() {
                 self.maskmem_pos = Some(mem_pos.data[..per].to_vec());
             }
-            for (bi, &i) in run.iter().enumerate() {
+            for (bi, &i) in dec_order.iter().enumerate() {
                 let fm = FrameMemory {
                     maskmem: Some(MaskMem::from_f32(&mem_feats.data[bi * per..(bi + 1) * per])),
                     obj_ptr: d.obj_ptr.data[bi * c..(bi + 1) * c].to_vec(),
