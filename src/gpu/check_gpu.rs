@@ -71,6 +71,7 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport> {
     // EdgeTAM (512 perceiver tokens, token-major; no pointer encodings).
     items.push(check_bank(&gpu, opts, &mut rng, "SAM 2", MemLayout::new(64, 256, 64 * 64, false, 7), true)?);
     items.push(check_bank(&gpu, opts, &mut rng, "EdgeTAM", MemLayout::new(64, 256, 512, true, 7), false)?);
+    items.push(check_resident(&gpu, opts, &mut rng)?);
     Ok(CheckReport { device: gpu.name().to_string(), size: opts.size, runs: opts.runs, seed: opts.seed, items })
 }
 
@@ -319,6 +320,68 @@ fn check_bank(
              pointers {ptr_used}/{ptr_cap} ({:.1} MB); gpu wall = table upload + gather; cpu = selection + \
              mem_inputs::assemble",
             bank.bytes() as f64 / 1e6
+        ),
+    })
+}
+
+/// Device tensors as the TensorRT sessions pass them between engines: SAM 2-sized image
+/// features (`vision_feat` and the high-res maps) and three objects' memory-attention
+/// outputs, uploaded to pooled buffers, the outputs concatenated on the device (the
+/// decoder's batch), copied back and compared bit for bit; then the same frame again,
+/// `runs` times, which must not allocate (the pool hands the dropped buffers back).
+fn check_resident(gpu: &Gpu, opts: &CheckOptions, rng: &mut SplitMix) -> Result<CheckItem> {
+    use crate::backend::{Resident, Value};
+    use crate::weights::TensorF32;
+    let pool = super::resident::DevicePool::new(gpu.stream().clone());
+    let e = opts.size / 16;
+    let shapes = [vec![1, 256, e, e], vec![1, 32, 4 * e, 4 * e], vec![1, 64, 2 * e, 2 * e]];
+    let host: Vec<TensorF32> =
+        shapes.iter().map(|s| TensorF32::new(s.clone(), random_feats(rng, s.iter().product()))).collect();
+    let objs: Vec<TensorF32> =
+        (0..3).map(|_| TensorF32::new(vec![1, 256, e, e], random_feats(rng, 256 * e * e))).collect();
+    let frame = || -> Result<(Vec<TensorF32>, TensorF32)> {
+        let feats = host.iter().map(|t| pool.upload(t, "feature")).collect::<Result<Vec<_>>>()?;
+        let parts = objs
+            .iter()
+            .map(|t| Ok(Value::Resident(std::sync::Arc::new(pool.upload(t, "pix_feat_with_mem")?))))
+            .collect::<Result<Vec<_>>>()?;
+        let embed = Value::concat(parts)?;
+        let back = feats.iter().map(|d| d.to_host()).collect::<Result<Vec<_>>>()?;
+        Ok((back, embed.to_host()?.into_owned()))
+    };
+    let (back, embed) = frame()?;
+    let mut want_embed = Vec::new();
+    for o in &objs {
+        want_embed.extend_from_slice(&o.data);
+    }
+    let mut worst = (0f64, 0usize, 0usize);
+    for (got, want) in back
+        .iter()
+        .map(|t| &t.data[..])
+        .chain([&embed.data[..]])
+        .zip(host.iter().map(|t| &t.data[..]).chain([&want_embed[..]]))
+    {
+        let (m, d, _) = compare_f32(got, want, 0.0);
+        worst = (worst.0.max(m), worst.1 + d, worst.2 + got.len());
+    }
+    let shape_ok = embed.shape == vec![3, 256, e, e];
+    let allocs = pool.allocations();
+    let wall = time_wall(Some(gpu), opts.runs, || frame().map(|_| ()))?;
+    let steady = pool.allocations() - allocs;
+    Ok(CheckItem {
+        name: "resident tensors (pool, concat, round trip)".into(),
+        count: worst.2,
+        max_abs_err: worst.0,
+        mismatches: worst.1 + usize::from(!shape_ok) + steady,
+        tolerance: "bit-exact; no allocation after the first frame".into(),
+        passed: worst.1 == 0 && shape_ok && steady == 0,
+        gpu_kernel_ms: 0.0,
+        gpu_wall_ms: wall,
+        cpu_ms: 0.0,
+        note: format!(
+            "{allocs} buffers allocated on the first frame, {steady} in the {} frames after; gpu wall = uploads + concat + \
+             downloads of one frame",
+            opts.runs + 1
         ),
     })
 }

@@ -34,3 +34,5 @@ pub mod kernels;
 pub mod plan;
 #[cfg(feature = "cuda")]
 pub mod prepost;
+#[cfg(feature = "cuda")]
+pub mod resident;

@@ -275,6 +275,17 @@ pub fn launch_gather_channel_major(n_tok: usize, m: usize, planes: usize) -> Res
 pub const GATHER_TILE: usize = 32;
 pub const GATHER_ROWS: u32 = 8;
 
+/// A request for `need` elements takes the smallest free buffer that holds them and is
+/// at most twice as large (so a small tensor does not pin a large buffer); None: allocate.
+pub fn pick_buffer(free: &[usize], need: usize) -> Option<usize> {
+    let need = need.max(1);
+    free.iter()
+        .enumerate()
+        .filter(|(_, &len)| len >= need && len <= 2 * need)
+        .min_by_key(|(_, &len)| len)
+        .map(|(i, _)| i)
+}
+
 /// Fixed-size slots keyed by `K`, reused after release; capacity only grows. The host
 /// bookkeeping of the device memory bank.
 #[derive(Debug, Clone)]
@@ -492,6 +503,15 @@ mod tests {
         assert_eq!(launch_gather_channel_major(4096, 64, 21).unwrap(), ((128, 2, 21), (32, 8, 1)));
         // a block's threads cover a tile in GATHER_TILE / GATHER_ROWS steps
         assert_eq!(GATHER_TILE % GATHER_ROWS as usize, 0);
+    }
+
+    #[test]
+    fn takes_the_smallest_free_buffer_that_fits_within_twice_the_need() {
+        assert_eq!(pick_buffer(&[], 10), None);
+        assert_eq!(pick_buffer(&[8, 30, 12, 15], 10), Some(2));
+        assert_eq!(pick_buffer(&[8, 21], 10), None, "21 > 2 × 10: allocate instead");
+        assert_eq!(pick_buffer(&[20], 10), Some(0));
+        assert_eq!(pick_buffer(&[1], 0), Some(0), "empty tensors get a 1-element buffer");
     }
 
     #[test]

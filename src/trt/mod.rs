@@ -150,7 +150,9 @@ fn check_engine(
         }
         let cuda = cudarc::driver::CudaContext::new(0)
             .map_err(|e| Error::new(ErrorKind::Backend, format!("no CUDA device: {e}")))?;
-        let mut trt = session::TrtSession::load(shim, &cuda, engine)?;
+        let stream = cuda.new_stream().map_err(|e| Error::new(ErrorKind::Backend, format!("CUDA stream: {e}")))?;
+        let pool = crate::gpu::resident::DevicePool::new(stream);
+        let mut trt = session::TrtSession::load(shim, &pool, engine)?;
         let mut ort = crate::backend::ort::OrtSession::load(onnx, 0)?;
         let inputs = self_check::synthetic_inputs(spec)?;
         let refs: Vec<(&str, &crate::weights::TensorF32)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -192,7 +194,8 @@ pub fn parity_self_check(
 #[cfg(feature = "cuda")]
 pub struct TrtBackend {
     shim: Arc<Shim>,
-    cuda: Arc<cudarc::driver::CudaContext>,
+    /// The one stream (and its buffer pool) every engine runs on.
+    pool: Arc<crate::gpu::resident::DevicePool>,
     target: Target,
     precision: Precision,
 }
@@ -207,12 +210,14 @@ impl TrtBackend {
         }
         let cuda = cudarc::driver::CudaContext::new(0)
             .map_err(|e| Error::new(ErrorKind::Backend, format!("no CUDA device: {e}")))?;
+        let stream = cuda.new_stream().map_err(|e| Error::new(ErrorKind::Backend, format!("CUDA stream: {e}")))?;
+        let pool = crate::gpu::resident::DevicePool::new(stream);
         let target = shim.target()?;
         let (precision, note) = precision.effective(target.trt_version.0);
         if let Some(n) = note {
             tracing::warn!("{n}");
         }
-        Ok(TrtBackend { shim, cuda, target, precision })
+        Ok(TrtBackend { shim, pool, target, precision })
     }
 }
 
@@ -238,6 +243,6 @@ impl crate::backend::Backend for TrtBackend {
                 format!("engine '{}' not usable ({reason}); run `tamrt build-engines`", engine.display()),
             ));
         }
-        Ok(Box::new(session::TrtSession::load(&self.shim, &self.cuda, &engine)?))
+        Ok(Box::new(session::TrtSession::load(&self.shim, &self.pool, &engine)?))
     }
 }

@@ -1,16 +1,19 @@
-//! A TensorRT engine as a [`ComponentSession`]: host tensors in and out, device buffers
-//! (cudarc) kept across calls and grown only when a larger shape arrives, one CUDA stream.
-//! Not run on hardware yet.
+//! A TensorRT engine as a [`ComponentSession`]. All engines of a backend share one CUDA
+//! stream and one [`DevicePool`]: outputs the caller asks to keep stay in pooled device
+//! buffers ([`DeviceTensor`], handed to the next engine by address), host inputs go
+//! through per-input device buffers that grow only when a larger shape arrives, and
+//! only the other outputs are copied back. Not run on hardware yet.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::ffi::{Context, Engine, Shim};
-use crate::backend::ComponentSession;
+use crate::backend::{ComponentSession, Value};
 use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::resident::{DevicePool, DeviceTensor};
 use crate::weights::TensorF32;
 
 fn cuda_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -22,26 +25,107 @@ fn cuda_err(what: &str, e: impl std::fmt::Display) -> Error {
 pub struct TrtSession {
     ctx: Context,
     engine: Engine,
-    stream: Arc<CudaStream>,
+    pool: Arc<DevicePool>,
+    /// Host inputs and downloaded outputs, per tensor name.
     buffers: HashMap<String, CudaSlice<f32>>,
     inputs: Vec<String>,
     outputs: Vec<String>,
 }
 
+/// An engine input: on the host, or already on this session's stream.
+enum Src<'a> {
+    Host(&'a TensorF32),
+    Device(&'a DeviceTensor),
+}
+
 impl TrtSession {
-    pub fn load(shim: &Arc<Shim>, cuda: &Arc<CudaContext>, engine_path: &Path) -> Result<TrtSession> {
+    /// Load `engine_path`; it runs on `pool`'s stream.
+    pub fn load(shim: &Arc<Shim>, pool: &Arc<DevicePool>, engine_path: &Path) -> Result<TrtSession> {
         let engine = Engine::load(shim, engine_path)?;
         let ctx = engine.context()?;
         let io = engine.io();
         let inputs = io.iter().filter(|(_, i)| *i).map(|(n, _)| n.clone()).collect();
         let outputs = io.iter().filter(|(_, i)| !*i).map(|(n, _)| n.clone()).collect();
-        let stream = cuda.new_stream().map_err(|e| cuda_err("stream", e))?;
-        Ok(TrtSession { ctx, engine, stream, buffers: HashMap::new(), inputs, outputs })
+        Ok(TrtSession { ctx, engine, pool: pool.clone(), buffers: HashMap::new(), inputs, outputs })
     }
 
     /// Device bytes the engine's activations take.
     pub fn activation_bytes(&self) -> i64 {
         self.engine.device_memory()
+    }
+
+    fn stream(&self) -> Arc<CudaStream> {
+        self.pool.stream().clone()
+    }
+
+    /// Bind every input, enqueue, and return the outputs: those in `keep` as pooled
+    /// device tensors, the others copied to the host.
+    fn execute(&mut self, inputs: &[(&str, Src<'_>)], keep: &[&str]) -> Result<Vec<(String, Value)>> {
+        let stream = self.stream();
+        for name in self.inputs.clone() {
+            let (_, src) = inputs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| Error::new(ErrorKind::Backend, format!("engine input '{name}' not given")))?;
+            let shape: &[usize] = match src {
+                Src::Host(t) => &t.shape,
+                Src::Device(d) => d.dims(),
+            };
+            let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
+            self.ctx.set_input_shape(&name, &dims)?;
+            let ptr = match src {
+                Src::Device(d) => d.device_address(),
+                Src::Host(t) => {
+                    let buf = buffer(&mut self.buffers, &stream, &name, t.data.len())?;
+                    if !t.data.is_empty() {
+                        let mut view = buf.slice_mut(0..t.data.len());
+                        stream.memcpy_htod(&t.data, &mut view).map_err(|e| cuda_err("upload", e))?;
+                    }
+                    buf.device_ptr_mut(&stream).0
+                }
+            };
+            // SAFETY: the buffer holds the input's elements and outlives the enqueue: host
+            // inputs' buffers belong to the session, device inputs are borrowed for this
+            // call, and later writers of a returned buffer run after it on the one stream.
+            unsafe { self.ctx.set_address(&name, ptr as *mut std::ffi::c_void)? };
+        }
+        let mut bound = Vec::new();
+        for name in self.outputs.clone() {
+            let dims = self.ctx.shape(&name)?;
+            let shape: Vec<usize> = dims.iter().map(|d| (*d).max(0) as usize).collect();
+            let numel: usize = shape.iter().product();
+            let out = if keep.contains(&name.as_str()) {
+                let t = DeviceTensor::new(&self.pool, self.pool.take(numel, &name)?, shape);
+                let ptr = t.device_address();
+                (Some(t), ptr, numel)
+            } else {
+                let buf = buffer(&mut self.buffers, &stream, &name, numel)?;
+                (None, buf.device_ptr_mut(&stream).0, numel)
+            };
+            // SAFETY: as above; output buffers hold `numel` elements.
+            unsafe { self.ctx.set_address(&name, out.1 as *mut std::ffi::c_void)? };
+            bound.push((name, dims, out));
+        }
+        // SAFETY: the stream belongs to the context the buffers were allocated in.
+        unsafe { self.ctx.enqueue(stream.cu_stream() as *mut std::ffi::c_void)? };
+        let mut result = Vec::new();
+        for (name, dims, (kept, _, numel)) in bound {
+            let value = match kept {
+                Some(t) => Value::Resident(Arc::new(t)),
+                None => {
+                    let mut host = vec![0f32; numel];
+                    if numel > 0 {
+                        let buf = &self.buffers[&name];
+                        let (_, _sync) = buf.device_ptr(&stream);
+                        stream.memcpy_dtoh(&buf.slice(0..numel), &mut host).map_err(|e| cuda_err("download", e))?;
+                    }
+                    Value::Host(TensorF32::new(dims.iter().map(|d| *d as usize).collect(), host))
+                }
+            };
+            result.push((name, value));
+        }
+        stream.synchronize().map_err(|e| cuda_err("synchronize", e))?;
+        Ok(result)
     }
 }
 
@@ -62,49 +146,42 @@ fn buffer<'a>(
 
 impl ComponentSession for TrtSession {
     fn run(&mut self, inputs: &[(&str, &TensorF32)]) -> Result<Vec<(String, TensorF32)>> {
-        for name in self.inputs.clone() {
-            let (_, t) = inputs
-                .iter()
-                .find(|(n, _)| *n == name)
-                .ok_or_else(|| Error::new(ErrorKind::Backend, format!("engine input '{name}' not given")))?;
-            let dims: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
-            self.ctx.set_input_shape(&name, &dims)?;
-            let stream = self.stream.clone();
-            let buf = buffer(&mut self.buffers, &stream, &name, t.data.len())?;
-            if !t.data.is_empty() {
-                let mut view = buf.slice_mut(0..t.data.len());
-                stream.memcpy_htod(&t.data, &mut view).map_err(|e| cuda_err("upload", e))?;
+        let src: Vec<(&str, Src<'_>)> = inputs.iter().map(|(n, t)| (*n, Src::Host(t))).collect();
+        self.execute(&src, &[])?
+            .into_iter()
+            .map(|(n, v)| match v {
+                Value::Host(t) => Ok((n, t)),
+                Value::Resident(r) => Ok((n, r.to_host()?)),
+            })
+            .collect()
+    }
+
+    fn run_values(&mut self, inputs: &[(&str, &Value)], keep: &[&str]) -> Result<Vec<(String, Value)>> {
+        let stream = self.stream();
+        // values of another backend (or stream) come through the host
+        let mut copied = Vec::new();
+        for (n, v) in inputs {
+            if let Value::Resident(r) = v {
+                let own = r.as_any().downcast_ref::<DeviceTensor>().is_some_and(|d| d.on_stream(&stream));
+                if !own {
+                    copied.push((*n, r.to_host()?));
+                }
             }
-            let (ptr, _sync) = buf.device_ptr_mut(&stream);
-            // SAFETY: the buffer holds at least numel elements and outlives the enqueue
-            // (we synchronize before returning).
-            unsafe { self.ctx.set_address(&name, ptr as *mut std::ffi::c_void)? };
         }
-        let mut shapes = Vec::new();
-        for name in self.outputs.clone() {
-            let dims = self.ctx.shape(&name)?;
-            let numel: usize = dims.iter().map(|d| (*d).max(0) as usize).product();
-            let stream = self.stream.clone();
-            let buf = buffer(&mut self.buffers, &stream, &name, numel)?;
-            let (ptr, _sync) = buf.device_ptr_mut(&stream);
-            // SAFETY: as above.
-            unsafe { self.ctx.set_address(&name, ptr as *mut std::ffi::c_void)? };
-            shapes.push((name, dims, numel));
+        let mut src = Vec::with_capacity(inputs.len());
+        for (n, v) in inputs {
+            let s = match v {
+                Value::Host(t) => Src::Host(t),
+                Value::Resident(r) => {
+                    match r.as_any().downcast_ref::<DeviceTensor>().filter(|d| d.on_stream(&stream)) {
+                        Some(d) => Src::Device(d),
+                        None => Src::Host(&copied.iter().find(|(c, _)| c == n).expect("copied above").1),
+                    }
+                }
+            };
+            src.push((*n, s));
         }
-        // SAFETY: the stream belongs to the context the buffers were allocated in.
-        unsafe { self.ctx.enqueue(self.stream.cu_stream() as *mut std::ffi::c_void)? };
-        let mut out = Vec::new();
-        for (name, dims, numel) in shapes {
-            let mut host = vec![0f32; numel];
-            if numel > 0 {
-                let buf = &self.buffers[&name];
-                let (_, _sync) = buf.device_ptr(&self.stream);
-                self.stream.memcpy_dtoh(&buf.slice(0..numel), &mut host).map_err(|e| cuda_err("download", e))?;
-            }
-            out.push((name, TensorF32::new(dims.iter().map(|d| *d as usize).collect(), host)));
-        }
-        self.stream.synchronize().map_err(|e| cuda_err("synchronize", e))?;
-        Ok(out)
+        self.execute(&src, keep)
     }
 
     fn backend_name(&self) -> &str {
