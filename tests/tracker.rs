@@ -17,9 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use tamrt::backend::ort::OrtBackend;
+use tamrt::backend::{BankKey, BankStore, ComponentSession, GatherObject, Resident, Value};
+use tamrt::tracker::mem_inputs::{assemble, MemLayout, ObjectSelection};
+use tamrt::tracker::memory_bank::MaskMem;
 use tamrt::tracker::ops::fill_holes;
 use tamrt::tracker::resize::{bilinear, bilinear_aa, pil_resize_rgb8};
 use tamrt::tracker::{run_track_job, FrameDir, FrameSource, TrackJob, TrackerModels, TrackerOptions};
+use tamrt::weights::TensorF32;
 
 mod common;
 use common::{check_fixture_scenario, export_fixture_model, f32_tensors, sha256_hex, IOU_MIN, LOGIT_REL};
@@ -413,29 +417,32 @@ struct ResidencyLog {
     downloads: BTreeMap<String, usize>,
     /// (component input) → (given resident, given on the host)
     inputs: BTreeMap<String, (usize, usize)>,
+    /// memories the store received resident / on the host, and released
+    stored: (usize, usize),
+    released: usize,
+    gathers: usize,
 }
+
+type Log = std::sync::Arc<Mutex<ResidencyLog>>;
 
 /// A tensor "kept on the device" by [`KeepingSession`]: host data behind the
-/// [`tamrt::backend::Resident`] interface, counting every copy to the host.
+/// [`Resident`] interface, counting every copy to the host.
 #[derive(Debug)]
 struct Kept {
-    t: tamrt::weights::TensorF32,
+    t: TensorF32,
     name: String,
-    log: std::sync::Arc<Mutex<ResidencyLog>>,
+    log: Log,
 }
 
-impl tamrt::backend::Resident for Kept {
+impl Resident for Kept {
     fn shape(&self) -> &[usize] {
         &self.t.shape
     }
-    fn to_host(&self) -> tamrt::Result<tamrt::weights::TensorF32> {
+    fn to_host(&self) -> tamrt::Result<TensorF32> {
         *self.log.lock().unwrap().downloads.entry(self.name.clone()).or_default() += 1;
         Ok(self.t.clone())
     }
-    fn concat(
-        &self,
-        rest: &[&dyn tamrt::backend::Resident],
-    ) -> tamrt::Result<std::sync::Arc<dyn tamrt::backend::Resident>> {
+    fn concat(&self, rest: &[&dyn Resident]) -> tamrt::Result<std::sync::Arc<dyn Resident>> {
         let mut t = self.t.clone();
         for r in rest {
             let k = r.as_any().downcast_ref::<Kept>().expect("only Kept values here");
@@ -449,20 +456,31 @@ impl tamrt::backend::Resident for Kept {
     }
 }
 
-/// ONNX Runtime behind a session that keeps the outputs it is asked to keep as [`Kept`]
-/// values and takes its own values back without a copy, as the TensorRT session does
-/// with device buffers.
-struct KeepingSession {
-    inner: Box<dyn tamrt::backend::ComponentSession>,
-    component: &'static str,
-    log: std::sync::Arc<Mutex<ResidencyLog>>,
+fn kept(t: TensorF32, name: &str, log: &Log) -> Value {
+    Value::Resident(std::sync::Arc::new(Kept { t, name: name.into(), log: log.clone() }))
 }
 
-impl tamrt::backend::ComponentSession for KeepingSession {
-    fn run(
-        &mut self,
-        inputs: &[(&str, &tamrt::weights::TensorF32)],
-    ) -> tamrt::Result<Vec<(String, tamrt::weights::TensorF32)>> {
+/// The host data of a value without counting a copy (the backend's own view).
+fn own(v: &Value) -> &TensorF32 {
+    match v {
+        Value::Resident(r) => &r.as_any().downcast_ref::<Kept>().expect("a Kept value").t,
+        Value::Host(t) => t,
+    }
+}
+
+/// ONNX Runtime behind a session that keeps the outputs it is asked to keep as [`Kept`]
+/// values and takes its own values back without a copy, as the TensorRT session does
+/// with device buffers; with `store`, the memory attention offers a [`KeptBank`] as the
+/// TensorRT one offers its device bank.
+struct KeepingSession {
+    inner: Box<dyn ComponentSession>,
+    component: &'static str,
+    store: bool,
+    log: Log,
+}
+
+impl ComponentSession for KeepingSession {
+    fn run(&mut self, inputs: &[(&str, &TensorF32)]) -> tamrt::Result<Vec<(String, TensorF32)>> {
         self.inner.run(inputs)
     }
     fn backend_name(&self) -> &str {
@@ -471,79 +489,150 @@ impl tamrt::backend::ComponentSession for KeepingSession {
     fn input_names(&self) -> Vec<String> {
         self.inner.input_names()
     }
-    fn run_values(
-        &mut self,
-        inputs: &[(&str, &tamrt::backend::Value)],
-        keep: &[&str],
-    ) -> tamrt::Result<Vec<(String, tamrt::backend::Value)>> {
-        use tamrt::backend::Value;
+    fn run_values(&mut self, inputs: &[(&str, &Value)], keep: &[&str]) -> tamrt::Result<Vec<(String, Value)>> {
         let mut refs = Vec::new();
         for (name, v) in inputs {
             let mut log = self.log.lock().unwrap();
             let e = log.inputs.entry(format!("{} {name}", self.component)).or_default();
             match v {
-                Value::Resident(r) => {
-                    e.0 += 1;
-                    refs.push((*name, &r.as_any().downcast_ref::<Kept>().expect("a Kept value").t));
-                }
-                Value::Host(t) => {
-                    e.1 += 1;
-                    refs.push((*name, t));
-                }
+                Value::Resident(_) => e.0 += 1,
+                Value::Host(_) => e.1 += 1,
             }
+            refs.push((*name, own(v)));
         }
         let out = self.inner.run(&refs)?;
         Ok(out
             .into_iter()
             .map(|(n, t)| {
-                let v = if keep.contains(&n.as_str()) {
-                    Value::Resident(std::sync::Arc::new(Kept { t, name: n.clone(), log: self.log.clone() }))
-                } else {
-                    Value::Host(t)
-                };
+                let v = if keep.contains(&n.as_str()) { kept(t, &n, &self.log) } else { Value::Host(t) };
                 (n, v)
             })
             .collect())
     }
+    fn bank_store(
+        &self,
+        layout: &MemLayout,
+        maskmem_pos: &[f32],
+        tpos_enc: &[f32],
+    ) -> Option<tamrt::Result<Box<dyn BankStore>>> {
+        (self.store && self.component == "memory_attention").then(|| {
+            Ok(Box::new(KeptBank {
+                layout: *layout,
+                maskmem_pos: maskmem_pos.to_vec(),
+                tpos_enc: tpos_enc.to_vec(),
+                mems: Default::default(),
+                ptrs: Default::default(),
+                log: self.log.clone(),
+            }) as Box<dyn BankStore>)
+        })
+    }
+}
+
+/// The memory bank "on the device" of [`KeepingSession`]: bf16 memories by key, the
+/// inputs gathered with the library's host assembly and returned as [`Kept`] values.
+struct KeptBank {
+    layout: MemLayout,
+    maskmem_pos: Vec<f32>,
+    tpos_enc: Vec<f32>,
+    mems: std::collections::HashMap<BankKey, MaskMem>,
+    ptrs: std::collections::HashMap<BankKey, Vec<f32>>,
+    log: Log,
+}
+
+impl BankStore for KeptBank {
+    fn name(&self) -> &str {
+        "kept"
+    }
+    fn store(&mut self, key: BankKey, maskmem: Option<(&Value, usize)>, obj_ptr: &[f32]) -> tamrt::Result<()> {
+        if let Some((v, row)) = maskmem {
+            let mut log = self.log.lock().unwrap();
+            match v {
+                Value::Resident(_) => log.stored.0 += 1,
+                Value::Host(_) => log.stored.1 += 1,
+            }
+            let per = self.layout.per_frame();
+            self.mems.insert(key, MaskMem::from_f32(&own(v).data[row * per..(row + 1) * per]));
+        }
+        self.ptrs.insert(key, obj_ptr.to_vec());
+        Ok(())
+    }
+    fn retain(&mut self, keep: &mut dyn FnMut(&BankKey) -> (bool, bool)) {
+        let before = self.mems.len();
+        self.mems.retain(|k, _| keep(k).0);
+        self.ptrs.retain(|k, _| keep(k).1);
+        self.log.lock().unwrap().released += before - self.mems.len();
+    }
+    fn gather(&mut self, objs: &[GatherObject], pos_rows: &[f32]) -> tamrt::Result<[Value; 4]> {
+        self.log.lock().unwrap().gathers += 1;
+        let m = self.layout.m;
+        let sels: Vec<ObjectSelection> = objs
+            .iter()
+            .map(|o| ObjectSelection {
+                mems: o.mems.iter().map(|(k, t)| (&self.mems[k].0[..], *t)).collect(),
+                ptrs: o.ptrs.iter().map(|(k, r)| (&self.ptrs[k][..], &pos_rows[r * m..(r + 1) * m])).collect(),
+            })
+            .collect();
+        let x = assemble(&self.layout, &self.maskmem_pos, &self.tpos_enc, &sels);
+        let b = objs.len();
+        let t = |v: Vec<f32>, name| kept(TensorF32::new(vec![b, v.len() / b / m, m], v), name, &self.log);
+        Ok([t(x.memory, "memory"), t(x.memory_pos, "memory_pos"), t(x.ptrs, "obj_ptrs"), t(x.ptrs_pos, "obj_ptrs_pos")])
+    }
+    fn bytes(&self) -> usize {
+        self.mems.values().map(|v| v.0.len() * 2).sum::<usize>()
+            + self.ptrs.values().map(|v| v.len() * 4).sum::<usize>()
+    }
 }
 
 struct KeepingBackend {
-    log: std::sync::Arc<Mutex<ResidencyLog>>,
+    store: bool,
+    log: Log,
 }
 
 impl tamrt::backend::Backend for KeepingBackend {
     fn name(&self) -> &str {
         "keeping"
     }
-    fn load(
-        &self,
-        dir: &Path,
-        c: tamrt::export::Component,
-    ) -> tamrt::Result<Box<dyn tamrt::backend::ComponentSession>> {
+    fn load(&self, dir: &Path, c: tamrt::export::Component) -> tamrt::Result<Box<dyn ComponentSession>> {
         let inner = tamrt::backend::Backend::load(&OrtBackend { threads: 2 }, dir, c)?;
-        Ok(Box::new(KeepingSession { inner, component: c.name(), log: self.log.clone() }))
+        Ok(Box::new(KeepingSession { inner, component: c.name(), store: self.store, log: self.log.clone() }))
     }
+}
+
+/// Track `scenario` on a [`KeepingBackend`] (the result must equal the official one) and
+/// return what crossed to the host.
+fn track_keeping(scenario: &str, store: bool) -> ResidencyLog {
+    let fx = fixture();
+    let log = Log::default();
+    let models = TrackerModels::load(&KeepingBackend { store, log: log.clone() }, &exported(&fx)).unwrap();
+    let (iou, rel) = check_scenario_with(&fx, scenario, TrackerOptions::default(), models);
+    assert!(iou >= IOU_MIN && rel <= LOGIT_REL);
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    println!("{scenario}, store {store}: {log:#?}");
+    log
+}
+
+fn point_prompts(scenario: &str) -> usize {
+    let prompts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join(format!("prompts_{scenario}.json"))).unwrap())
+            .unwrap();
+    prompts["prompts"].as_array().unwrap().iter().filter(|p| p.get("mask").is_none()).count()
 }
 
 /// With a backend that keeps outputs where it ran them (TensorRT: device memory), the
 /// image features and the memory attention's output never come back to the host, except
 /// `vision_feat` on frames with a points/box prompt (`no_mem_embed` is added on the host
-/// there), and the tracking result is unchanged.
+/// there), and the tracking result is unchanged. Without the backend's memory bank the
+/// memory encoder's features come to the host (the bank is there).
 #[test]
 fn resident_features_stay_with_the_backend_and_tracking_is_unchanged() {
-    let fx = fixture();
-    let log = std::sync::Arc::new(Mutex::new(ResidencyLog::default()));
-    let models = TrackerModels::load(&KeepingBackend { log: log.clone() }, &exported(&fx)).unwrap();
-    let (iou, rel) = check_scenario_with(&fx, "forward", TrackerOptions::default(), models);
-    assert!(iou >= IOU_MIN && rel <= LOGIT_REL);
-    let log = log.lock().unwrap();
-    println!("{log:#?}");
-    let prompts: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("prompts_forward.json")).unwrap()).unwrap();
-    let point_prompts = prompts["prompts"].as_array().unwrap().iter().filter(|p| p.get("mask").is_none()).count();
-    assert_eq!(point_prompts, 5, "the fixture's prompts changed");
-    let downloads: Vec<(&str, usize)> = log.downloads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    assert_eq!(downloads, vec![("vision_feat", point_prompts)], "copies of resident tensors to the host");
+    let n_points = point_prompts("forward");
+    assert_eq!(n_points, 5, "the fixture's prompts changed");
+    let log = track_keeping("forward", false);
+    assert_eq!(log.downloads.get("vision_feat"), Some(&n_points));
+    assert!(log.downloads.get("maskmem_features").is_some_and(|&n| n > 0), "{:?}", log.downloads);
+    assert_eq!(log.downloads.get("maskmem_pos_enc"), Some(&1), "position encoding: first memory only");
+    assert_eq!(log.downloads.len(), 3, "nothing else crosses: {:?}", log.downloads);
+    assert_eq!(log.gathers, 0);
     let given = |k: &str| *log.inputs.get(k).unwrap_or_else(|| panic!("no input {k} given: {:?}", log.inputs));
     for k in [
         "memory_attention curr",
@@ -558,6 +647,30 @@ fn resident_features_stay_with_the_backend_and_tracking_is_unchanged() {
     // the decoder's image embedding: the memory attention's output when tracking, the
     // host sum with no_mem_embed for points/box prompts
     let (resident, host) = given("prompt_decoder image_embed");
-    assert_eq!(host, point_prompts);
+    assert_eq!(host, n_points);
     assert!(resident > 0);
+    // the memory-attention inputs come from the host bank
+    assert_eq!(given("memory_attention memory").0, 0);
+}
+
+/// With the memory attention's backend keeping the memory bank (as TensorRT keeps it in
+/// device slots), the memories go from the memory encoder to the bank and from the bank
+/// to the memory attention without a host copy, the bank releases what can no longer be
+/// selected, and the result is unchanged, forward and reverse.
+#[test]
+fn a_backend_memory_bank_keeps_memories_off_the_host_and_tracking_is_unchanged() {
+    for scenario in ["forward", "reverse"] {
+        let log = track_keeping(scenario, true);
+        let downloads: Vec<(&str, usize)> = log.downloads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(
+            downloads,
+            vec![("maskmem_pos_enc", 1), ("vision_feat", point_prompts(scenario))],
+            "{scenario}: copies to the host"
+        );
+        assert!(log.stored.0 > 0 && log.stored.1 == 0, "{scenario}: memories stored {:?} (resident, host)", log.stored);
+        assert!(log.released > 0, "{scenario}: the 8-frame clip outlives some memories");
+        let (resident, host) = log.inputs["memory_attention memory"];
+        assert!(resident == log.gathers && host == 0, "{scenario}: memory inputs {resident} resident, {host} host");
+        assert!(log.gathers > 0);
+    }
 }

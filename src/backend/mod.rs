@@ -2,6 +2,7 @@
 //! (`ort` = ONNX Runtime on CPU, `tensorrt` = TensorRT engines). The tracker only sees
 //! [`ComponentSession`]s, whatever runs them.
 
+pub mod bank_store;
 #[cfg(feature = "ort")]
 pub mod ort;
 pub mod select;
@@ -11,7 +12,9 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::export::Component;
+use crate::tracker::mem_inputs::MemLayout;
 use crate::weights::TensorF32;
+pub use bank_store::{BankKey, BankStore, GatherObject};
 pub use value::{Resident, Value};
 
 /// One loaded graph (or engine) that maps named fp32 inputs to named fp32 outputs.
@@ -31,6 +34,19 @@ pub trait ComponentSession {
         let host = inputs.iter().map(|(n, v)| Ok((*n, v.to_host()?))).collect::<Result<Vec<_>>>()?;
         let refs: Vec<(&str, &TensorF32)> = host.iter().map(|(n, t)| (*n, t.as_ref())).collect();
         Ok(self.run(&refs)?.into_iter().map(|(n, t)| (n, Value::Host(t))).collect())
+    }
+    /// For a memory-attention session: a memory bank this backend keeps itself (see
+    /// [`BankStore`]), for memories of `layout` with position encoding `maskmem_pos` (one
+    /// frame's) and `tpos_enc` (`maskmem_tpos_enc`). None (the default): the tracker keeps
+    /// the bank on the host.
+    fn bank_store(
+        &self,
+        layout: &MemLayout,
+        maskmem_pos: &[f32],
+        tpos_enc: &[f32],
+    ) -> Option<Result<Box<dyn BankStore>>> {
+        let _ = (layout, maskmem_pos, tpos_enc);
+        None
     }
 }
 

@@ -10,25 +10,9 @@ use half::bf16;
 
 use super::device::{cfg, cuda_err, ensure, Gpu, K};
 use super::plan::{self, GatherShape, SlotPool};
+pub use crate::backend::{BankKey, GatherObject};
 use crate::error::{Error, ErrorKind, Result};
 use crate::tracker::mem_inputs::{MemInputs, MemLayout};
-
-/// One object's memory of one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BankKey {
-    pub obj: usize,
-    pub frame: usize,
-    pub cond: bool,
-}
-
-/// What one object attends to (the device twin of `mem_inputs::ObjectSelection`): spatial
-/// memories with their temporal slot `t_pos`, pointers with the row of their temporal
-/// encoding in the `pos_rows` given to [`DeviceBank::gather`].
-#[derive(Debug, Clone, Default)]
-pub struct GatherObject {
-    pub mems: Vec<(BankKey, usize)>,
-    pub ptrs: Vec<(BankKey, usize)>,
-}
 
 pub struct DeviceBank {
     layout: MemLayout,

@@ -19,11 +19,21 @@ impl MaskMem {
     }
 }
 
+/// Where a frame's spatial memory is.
+#[derive(Debug, Clone)]
+pub enum MemData {
+    /// Here, on the host.
+    Host(MaskMem),
+    /// In the backend's [`crate::backend::BankStore`] (e.g. device memory), under the
+    /// object's index, the frame and whether it is a conditioning frame.
+    Stored,
+}
+
 /// What is kept of one frame's result for one object.
 #[derive(Debug, Clone)]
 pub struct FrameMemory {
     /// `None` once the frame is too old for spatial memory (only the pointer remains).
-    pub maskmem: Option<MaskMem>,
+    pub maskmem: Option<MemData>,
     /// Object pointer `[C]`.
     pub obj_ptr: Vec<f32>,
 }
@@ -187,9 +197,15 @@ impl ObjectMemory {
         self.non_cond.retain(|&t, _| (t as i64) < f - r || (t as i64) > f + r);
     }
 
-    /// Bytes held (memory features and pointers).
+    /// Bytes held on the host (memory features and pointers).
     pub fn bytes(&self) -> usize {
-        let fm = |m: &FrameMemory| m.maskmem.as_ref().map_or(0, |v| v.0.len() * 2) + m.obj_ptr.len() * 4;
+        let fm = |m: &FrameMemory| {
+            let mem = match &m.maskmem {
+                Some(MemData::Host(v)) => v.0.len() * 2,
+                _ => 0,
+            };
+            mem + m.obj_ptr.len() * 4
+        };
         self.cond.iter().map(|c| fm(&c.mem) + c.pred_masks.len() * 4).sum::<usize>()
             + self.non_cond.values().map(fm).sum::<usize>()
     }
@@ -230,7 +246,10 @@ mod tests {
         let r = rules();
         let mut m = ObjectMemory::default();
         for t in 0..40 {
-            m.non_cond.insert(t, FrameMemory { maskmem: Some(MaskMem(vec![bf16::ZERO; 2])), obj_ptr: vec![0.0] });
+            m.non_cond.insert(
+                t,
+                FrameMemory { maskmem: Some(MemData::Host(MaskMem(vec![bf16::ZERO; 2]))), obj_ptr: vec![0.0] },
+            );
         }
         m.evict_before(40, false, &r);
         assert_eq!(*m.non_cond.keys().next().unwrap(), 25);

@@ -14,6 +14,7 @@
 //!
 //! [`Backend`]: crate::backend::Backend
 
+mod bank_io;
 pub mod feature_cache;
 pub mod frames;
 pub mod job;
@@ -104,6 +105,9 @@ pub struct Tracker<'a> {
     pub(crate) features: FeatureCache,
     /// `maskmem_pos_enc` `[M, E, E]`, or `[N, M]` for EdgeTAM (the same for every frame).
     pub(crate) maskmem_pos: Option<Vec<f32>>,
+    /// The memory attention's backend's memory bank (taken when the first memory is
+    /// encoded); None: memories stay on the host in `objects`.
+    pub(crate) bank_store: Option<Box<dyn crate::backend::BankStore>>,
     pub(crate) hole_scratch: Vec<u32>,
     pub(crate) propagated: bool,
 }
@@ -126,6 +130,7 @@ impl<'a> Tracker<'a> {
             prompt_vision: HashMap::new(),
             features: FeatureCache::with_budget(budget),
             maskmem_pos: None,
+            bank_store: None,
             hole_scratch: Vec::new(),
             propagated: false,
         })

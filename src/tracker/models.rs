@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::backend::{take_output, Backend, ComponentSession, Value};
+use crate::backend::{take_output, Backend, BankStore, ComponentSession, Value};
 use crate::config::ModelConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::Component;
@@ -227,8 +227,9 @@ impl TrackerModels {
     }
 
     /// Memory encoder on a batch of objects of one frame (`vision_feat`: the frame's
-    /// features, batch 1, broadcast over the objects by the graph; `mask_high_res` and `object_score_logits` per object): returns
-    /// (`maskmem_features`, `maskmem_pos_enc`). Runs in chunks of at most
+    /// features, batch 1, broadcast over the objects by the graph; `mask_high_res` and
+    /// `object_score_logits` per object): returns (`maskmem_features`, `maskmem_pos_enc`),
+    /// both kept resident where the backend can. Runs in chunks of at most
     /// [`memory_encoder_batch`] objects (results concatenated).
     pub fn encode_memory(
         &mut self,
@@ -236,10 +237,10 @@ impl TrackerModels {
         mask_high_res: &TensorF32,
         object_score_logits: &TensorF32,
         binarize: bool,
-    ) -> Result<(TensorF32, TensorF32)> {
+    ) -> Result<(Value, Value)> {
         let b = mask_high_res.shape[0];
         let chunk = memory_encoder_batch(self.config());
-        let (mut feats, mut pos): (Option<TensorF32>, Option<TensorF32>) = (None, None);
+        let (mut feats, mut pos) = (Vec::new(), Vec::new());
         for start in (0..b).step_by(chunk) {
             let n = chunk.min(b - start);
             let (f, p) = self.encode_memory_call(
@@ -248,18 +249,10 @@ impl TrackerModels {
                 batch_slice(object_score_logits, start, n),
                 binarize,
             )?;
-            for (acc, t) in [(&mut feats, f), (&mut pos, p)] {
-                match acc {
-                    Some(a) => {
-                        a.shape[0] += t.shape[0];
-                        a.data.extend_from_slice(&t.data);
-                    }
-                    None => *acc = Some(t),
-                }
-            }
+            feats.push(f);
+            pos.push(p);
         }
-        let none = || Error::new(ErrorKind::InvalidInput, "memory encoder: no objects given");
-        Ok((feats.ok_or_else(none)?, pos.ok_or_else(none)?))
+        Ok((Value::concat(feats)?, Value::concat(pos)?))
     }
 
     fn encode_memory_call(
@@ -268,7 +261,7 @@ impl TrackerModels {
         mask_high_res: TensorF32,
         object_score_logits: TensorF32,
         binarize: bool,
-    ) -> Result<(TensorF32, TensorF32)> {
+    ) -> Result<(Value, Value)> {
         let bin = Value::Host(TensorF32::new(vec![1], vec![if binarize { 1.0 } else { 0.0 }]));
         let [mask_high_res, object_score_logits] = [mask_high_res, object_score_logits].map(Value::Host);
         let times = &mut self.times;
@@ -282,25 +275,30 @@ impl TrackerModels {
                 ("object_score_logits", &object_score_logits),
                 ("binarize", &bin),
             ],
-            &[],
+            &["maskmem_features", "maskmem_pos_enc"],
         )?;
-        let mut host = |name| take_output(&mut out, name)?.to_host().map(|t| t.into_owned());
-        Ok((host("maskmem_features")?, host("maskmem_pos_enc")?))
+        Ok((take_output(&mut out, "maskmem_features")?, take_output(&mut out, "maskmem_pos_enc")?))
     }
 
-    /// Memory attention on a batch of objects with the same memory layout; the output
+    /// The memory attention's backend's own memory bank, if it keeps one (see
+    /// [`ComponentSession::bank_store`]).
+    pub fn bank_store(
+        &self,
+        layout: &crate::tracker::mem_inputs::MemLayout,
+        maskmem_pos: &[f32],
+    ) -> Option<Result<Box<dyn BankStore>>> {
+        self.memory_attention.bank_store(layout, maskmem_pos, &self.maskmem_tpos_enc)
+    }
+
+    /// Memory attention on a batch of objects with the same memory layout (inputs:
+    /// `memory`, `memory_pos`, `obj_ptrs`, `obj_ptrs_pos`); the output
     /// (the decoder's image embedding) may stay resident.
     pub fn attend(
         &mut self,
         curr: &Value,
         curr_pos: &Value,
-        memory: TensorF32,
-        memory_pos: TensorF32,
-        obj_ptrs: TensorF32,
-        obj_ptrs_pos: TensorF32,
+        [memory, memory_pos, obj_ptrs, obj_ptrs_pos]: [Value; 4],
     ) -> Result<Value> {
-        let [memory, memory_pos, obj_ptrs, obj_ptrs_pos] =
-            [memory, memory_pos, obj_ptrs, obj_ptrs_pos].map(Value::Host);
         let times = &mut self.times;
         let mut out = run_timed(
             self.memory_attention.as_mut(),

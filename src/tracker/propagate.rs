@@ -4,14 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::Value;
+use crate::backend::{BankKey, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::onnx::nn::ATTN_QUERY_BLOCK;
 use crate::weights::TensorF32;
 
+use super::bank_io::keep_memory;
 use super::frames::Prefetcher;
-use super::mem_inputs::{self, MemLayout, ObjectSelection};
-use super::memory_bank::{BankRules, CondFrame, FrameMemory, MaskMem};
+use super::memory_bank::{BankRules, CondFrame, FrameMemory, MemData};
 use super::models::{FrameFeatures, StageTimes};
 use super::ops;
 use super::output::{ObjectLogits, TrackSink};
@@ -51,7 +51,7 @@ fn no_points(b: usize) -> (TensorF32, TensorF32) {
 }
 
 impl Tracker<'_> {
-    fn rules(&self) -> BankRules {
+    pub(crate) fn rules(&self) -> BankRules {
         let cfg = self.models.config();
         BankRules {
             num_maskmem: cfg.num_maskmem,
@@ -167,7 +167,7 @@ impl Tracker<'_> {
         let mut frames: Vec<usize> = self.objects.iter().flat_map(|o| o.pending.iter().map(|p| p.frame)).collect();
         frames.sort_unstable();
         frames.dedup();
-        let mut results: Vec<Vec<(usize, MaskMem)>> = vec![Vec::new(); self.objects.len()];
+        let mut results: Vec<Vec<(usize, MemData)>> = vec![Vec::new(); self.objects.len()];
         for f in frames {
             let members: Vec<(usize, usize)> = self
                 .objects
@@ -196,12 +196,13 @@ impl Tracker<'_> {
                 .models
                 .encode_memory(vision, &high, &scores, binarize)
                 .map_err(|e| e.context(format!("frame {f}")))?;
-            let per = feats.numel() / b;
-            if self.maskmem_pos.is_none() {
-                self.maskmem_pos = Some(pos.data[..per].to_vec());
-            }
-            for (k, &(i, _)) in members.iter().enumerate() {
-                results[i].push((f, MaskMem::from_f32(&feats.data[k * per..(k + 1) * per])));
+            self.note_maskmem_pos(&pos)?;
+            let host = if self.bank_store.is_none() { Some(feats.to_host()?) } else { None };
+            for (k, &(i, j)) in members.iter().enumerate() {
+                let key = BankKey { obj: i, frame: f, cond: true };
+                let ptr = self.objects[i].pending[j].obj_ptr.clone();
+                let mem = keep_memory(self.bank_store.as_mut(), key, &feats, host.as_deref(), k, &ptr)?;
+                results[i].push((f, mem));
             }
         }
         for (o, res) in self.objects.iter_mut().zip(results) {
@@ -217,6 +218,7 @@ impl Tracker<'_> {
             }
         }
         self.prompt_vision.clear();
+        self.sync_store();
         Ok(())
     }
 
@@ -295,7 +297,8 @@ impl Tracker<'_> {
                         o.mem.evict_before(next, reverse, &rules);
                     }
                 }
-                let bank: usize = self.objects.iter().map(|o| o.mem.bytes()).sum();
+                self.sync_store();
+                let bank: usize = self.objects.iter().map(|o| o.mem.bytes()).sum::<usize>() + self.store_bytes();
                 report.peak_bank_bytes = report.peak_bank_bytes.max(bank);
             }
             Ok(())
@@ -345,7 +348,7 @@ impl Tracker<'_> {
         low_out: &mut [Option<Vec<f32>>],
     ) -> Result<()> {
         let cfg = self.models.config().clone();
-        let (s, e, c, m) = (cfg.image_size, cfg.embed_side(), cfg.hidden_dim(), cfg.mem_dim());
+        let (s, e, c) = (cfg.image_size, cfg.embed_side(), cfg.hidden_dim());
         let (m4, hw) = (4 * e, e * e);
         let rules = self.rules();
         {
@@ -366,18 +369,8 @@ impl Tracker<'_> {
                     None => groups.push((key, vec![k])),
                 }
             }
-            let maskmem_pos = self
-                .maskmem_pos
-                .clone()
-                .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no memory was encoded before tracking"))?;
-            // spatial memory tokens per frame: E·E channel-major `[M, E, E]` (SAM 2), or
-            // the spatial perceiver's latents token-major `[N, M]` (EdgeTAM)
-            let token_major = cfg.perceiver.is_some();
-            let n_tok = if token_major { maskmem_pos.len() / m } else { hw };
-            let layout = MemLayout::new(m, c, n_tok, token_major, cfg.num_maskmem);
-            let split = layout.split;
-            let t_diff_max = rules.max_obj_ptrs.saturating_sub(1);
-            let tpos_dim = if cfg.proj_tpos_enc_in_obj_ptrs { c } else { m };
+            let layout = self.mem_layout()?;
+            let (n_tok, split) = (layout.n_tok, layout.split);
             let mut pix_with_mem: Vec<Value> = Vec::new();
             let mut dec_order: Vec<usize> = Vec::with_capacity(run.len());
             self.models.times.host += t_host.elapsed();
@@ -393,62 +386,13 @@ impl Tracker<'_> {
                     members.chunks(b_max).map(|c| (key, c.to_vec())).collect::<Vec<_>>()
                 })
                 .collect();
-            for ((n_mem, n_ptr), members) in chunks {
+            for (_, members) in chunks {
                 let t_host = Instant::now();
-                let b = members.len();
-                let t_tokens = n_mem * n_tok;
-                let p_tokens = n_ptr * layout.split;
-                // pointer encodings first (owned), then borrowed selections
-                let ptr_pos: Vec<Vec<Vec<f32>>> = members
-                    .iter()
-                    .map(|&k| {
-                        sel[k]
-                            .1
-                            .iter()
-                            .map(|sp| {
-                                mem_inputs::obj_ptr_pos(
-                                    sp.t_diff,
-                                    cfg.add_tpos_enc_to_obj_ptrs,
-                                    t_diff_max,
-                                    tpos_dim,
-                                    self.models.obj_ptr_tpos_proj.as_ref(),
-                                    m,
-                                )
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let objs: Vec<ObjectSelection> = members
-                    .iter()
-                    .zip(&ptr_pos)
-                    .map(|(&k, pos)| {
-                        let obj = &self.objects[run[k]].mem;
-                        let (ms, ps) = &sel[k];
-                        ObjectSelection {
-                            mems: ms
-                                .iter()
-                                .map(|sm| {
-                                    let fm = obj.get(sm.frame, sm.cond).expect("selected");
-                                    (&fm.maskmem.as_ref().expect("selected memory").0[..], sm.t_pos)
-                                })
-                                .collect(),
-                            ptrs: ps
-                                .iter()
-                                .zip(pos)
-                                .map(|(sp, p)| (&obj.get(sp.frame, sp.cond).expect("selected").obj_ptr[..], &p[..]))
-                                .collect(),
-                        }
-                    })
-                    .collect();
-                let inputs = mem_inputs::assemble(&layout, &maskmem_pos, &self.models.maskmem_tpos_enc, &objs);
-                let memory = TensorF32::new(vec![b, t_tokens, m], inputs.memory);
-                let memory_pos = TensorF32::new(vec![b, t_tokens, m], inputs.memory_pos);
-                let ptrs = TensorF32::new(vec![b, p_tokens, m], inputs.ptrs);
-                let ptrs_pos = TensorF32::new(vec![b, p_tokens, m], inputs.ptrs_pos);
+                let [memory, memory_pos, ptrs, ptrs_pos] = self.memory_inputs(&layout, run, &sel, &members)?;
                 // one frame for all `b` objects (the graph broadcasts it)
                 let (curr, curr_pos) = (&feats.vision_feat, &feats.vision_pos);
                 self.models.times.host += t_host.elapsed();
-                pix_with_mem.push(self.models.attend(curr, curr_pos, memory, memory_pos, ptrs, ptrs_pos)?);
+                pix_with_mem.push(self.models.attend(curr, curr_pos, [memory, memory_pos, ptrs, ptrs_pos])?);
                 dec_order.extend(members.iter().map(|&k| run[k]));
             }
             // prompt decoder on all tracked objects (no prompt, multimask for tracking), in
@@ -480,16 +424,13 @@ impl Tracker<'_> {
             let (mem_feats, mem_pos) =
                 self.models.encode_memory(&feats.vision_feat, &high, &d.object_score_logits, false)?;
             let t_host = Instant::now();
-            let per = mem_feats.numel() / b;
-            if self.maskmem_pos.is_none() {
-                self.maskmem_pos = Some(mem_pos.data[..per].to_vec());
-            }
+            self.note_maskmem_pos(&mem_pos)?;
+            let host = if self.bank_store.is_none() { Some(mem_feats.to_host()?) } else { None };
             for (bi, &i) in dec_order.iter().enumerate() {
-                let fm = FrameMemory {
-                    maskmem: Some(MaskMem::from_f32(&mem_feats.data[bi * per..(bi + 1) * per])),
-                    obj_ptr: d.obj_ptr.data[bi * c..(bi + 1) * c].to_vec(),
-                };
-                self.objects[i].mem.non_cond.insert(f, fm);
+                let obj_ptr = d.obj_ptr.data[bi * c..(bi + 1) * c].to_vec();
+                let key = BankKey { obj: i, frame: f, cond: false };
+                let mem = keep_memory(self.bank_store.as_mut(), key, &mem_feats, host.as_deref(), bi, &obj_ptr)?;
+                self.objects[i].mem.non_cond.insert(f, FrameMemory { maskmem: Some(mem), obj_ptr });
                 let mut low = d.low_res_masks.data[bi * m4 * m4..(bi + 1) * m4 * m4].to_vec();
                 ops::fill_holes(&mut low, m4, m4, self.opts.fill_hole_area, &mut self.hole_scratch);
                 low_out[i] = Some(low);
