@@ -14,6 +14,12 @@ pub use crate::backend::{BankKey, GatherObject};
 use crate::error::{Error, ErrorKind, Result};
 use crate::tracker::mem_inputs::{MemInputs, MemLayout};
 
+/// Where an object pointer comes from.
+pub enum PtrSrc<'a> {
+    Host(&'a [f32]),
+    Device(&'a CudaView<'a, f32>),
+}
+
 pub struct DeviceBank {
     layout: MemLayout,
     mem_pool: SlotPool<BankKey>,
@@ -132,50 +138,82 @@ impl DeviceBank {
         feats: Option<&CudaView<f32>>,
         obj_ptr: &CudaView<f32>,
     ) -> Result<()> {
-        let (per, c) = (self.layout.per_frame(), self.layout.c);
-        if obj_ptr.len() != c || feats.is_some_and(|f| f.len() != per) {
-            return Err(invalid(format!("memory bank: store of obj {} frame {}: wrong sizes", key.obj, key.frame)));
-        }
         if let Some(f) = feats {
-            let slot = self.mem_slot(gpu, &key)?;
-            let bank = self.maskmem.as_mut().expect("grown");
-            let mut dst = bank.slice_mut(slot * per..(slot + 1) * per);
-            let n = per as i64;
-            // SAFETY: `f32_to_bf16_kernel(src, dst, n)`; both views hold `per` elements.
-            unsafe {
-                gpu.stream()
-                    .launch_builder(gpu.func(K::ToBf16))
-                    .arg(f)
-                    .arg(&mut dst)
-                    .arg(&n)
-                    .launch(cfg(plan::launch_1d(per)?))
-                    .map_err(|e| cuda_err("launch of f32_to_bf16_kernel", e))?;
-            }
+            self.store_mem_device(gpu, key, f)?;
         }
-        let slot = self.ptr_slot(gpu, &key)?;
-        let bank = self.ptrs.as_mut().expect("grown");
-        let mut dst = bank.slice_mut(slot * c..(slot + 1) * c);
-        gpu.stream().memcpy_dtod(obj_ptr, &mut dst).map_err(|e| cuda_err("object pointer copy", e))
+        self.store_ptr(gpu, key, PtrSrc::Device(obj_ptr))
     }
 
     /// Store a frame's memory from the host (bf16 as the CPU bank keeps it, e.g. a prompt's).
     pub fn store_host(&mut self, gpu: &Gpu, key: BankKey, maskmem: Option<&[bf16]>, obj_ptr: &[f32]) -> Result<()> {
-        let (per, c) = (self.layout.per_frame(), self.layout.c);
-        if obj_ptr.len() != c || maskmem.is_some_and(|f| f.len() != per) {
-            return Err(invalid(format!("memory bank: store of obj {} frame {}: wrong sizes", key.obj, key.frame)));
-        }
         if let Some(f) = maskmem {
-            let slot = self.mem_slot(gpu, &key)?;
-            self.scratch.clear();
-            self.scratch.extend(f.iter().map(|v| v.to_bits()));
-            let bank = self.maskmem.as_mut().expect("grown");
-            let mut dst = bank.slice_mut(slot * per..(slot + 1) * per);
-            gpu.stream().memcpy_htod(&self.scratch, &mut dst).map_err(|e| cuda_err("memory upload", e))?;
+            self.store_mem_host(gpu, key, f)?;
+        }
+        self.store_ptr(gpu, key, PtrSrc::Host(obj_ptr))
+    }
+
+    fn sizes_err(&self, key: &BankKey, what: &str, got: usize, want: usize) -> Error {
+        invalid(format!(
+            "memory bank: store of obj {} frame {}: {what} has {got} values, expected {want}",
+            key.obj, key.frame
+        ))
+    }
+
+    /// Store a frame's spatial memory from device fp32 values (`per_frame`, converted to
+    /// bf16 on the device).
+    pub fn store_mem_device(&mut self, gpu: &Gpu, key: BankKey, feats: &CudaView<f32>) -> Result<()> {
+        let per = self.layout.per_frame();
+        if feats.len() != per {
+            return Err(self.sizes_err(&key, "the memory", feats.len(), per));
+        }
+        let slot = self.mem_slot(gpu, &key)?;
+        let bank = self.maskmem.as_mut().expect("grown");
+        let mut dst = bank.slice_mut(slot * per..(slot + 1) * per);
+        let n = per as i64;
+        // SAFETY: `f32_to_bf16_kernel(src, dst, n)`; both views hold `per` elements.
+        unsafe {
+            gpu.stream()
+                .launch_builder(gpu.func(K::ToBf16))
+                .arg(feats)
+                .arg(&mut dst)
+                .arg(&n)
+                .launch(cfg(plan::launch_1d(per)?))
+                .map_err(|e| cuda_err("launch of f32_to_bf16_kernel", e))?;
+        }
+        Ok(())
+    }
+
+    /// Store a frame's spatial memory from host bf16 values.
+    pub fn store_mem_host(&mut self, gpu: &Gpu, key: BankKey, maskmem: &[bf16]) -> Result<()> {
+        let per = self.layout.per_frame();
+        if maskmem.len() != per {
+            return Err(self.sizes_err(&key, "the memory", maskmem.len(), per));
+        }
+        let slot = self.mem_slot(gpu, &key)?;
+        self.scratch.clear();
+        self.scratch.extend(maskmem.iter().map(|v| v.to_bits()));
+        let bank = self.maskmem.as_mut().expect("grown");
+        let mut dst = bank.slice_mut(slot * per..(slot + 1) * per);
+        gpu.stream().memcpy_htod(&self.scratch, &mut dst).map_err(|e| cuda_err("memory upload", e))
+    }
+
+    /// Store a frame's object pointer (`C` values).
+    pub fn store_ptr(&mut self, gpu: &Gpu, key: BankKey, obj_ptr: PtrSrc<'_>) -> Result<()> {
+        let c = self.layout.c;
+        let len = match obj_ptr {
+            PtrSrc::Host(h) => h.len(),
+            PtrSrc::Device(d) => d.len(),
+        };
+        if len != c {
+            return Err(self.sizes_err(&key, "the object pointer", len, c));
         }
         let slot = self.ptr_slot(gpu, &key)?;
         let bank = self.ptrs.as_mut().expect("grown");
         let mut dst = bank.slice_mut(slot * c..(slot + 1) * c);
-        gpu.stream().memcpy_htod(obj_ptr, &mut dst).map_err(|e| cuda_err("object pointer upload", e))
+        match obj_ptr {
+            PtrSrc::Host(h) => gpu.stream().memcpy_htod(h, &mut dst).map_err(|e| cuda_err("object pointer upload", e)),
+            PtrSrc::Device(d) => gpu.stream().memcpy_dtod(d, &mut dst).map_err(|e| cuda_err("object pointer copy", e)),
+        }
     }
 
     /// Keep only what the host bank keeps: `keep(key)` returns (spatial memory kept,
@@ -185,10 +223,39 @@ impl DeviceBank {
         self.ptr_pool.retain(|k| keep(k).1);
     }
 
+    /// Elements of the (`memory`, `obj_ptrs`) inputs a gather of `objs` writes (each of
+    /// `memory_pos` / `obj_ptrs_pos` as many).
+    pub fn gather_sizes(&self, objs: &[GatherObject]) -> (usize, usize) {
+        let l = self.layout;
+        let (n_mem, n_ptr) = objs.first().map_or((0, 0), |o| (o.mems.len(), o.ptrs.len()));
+        (objs.len() * n_mem * l.n_tok * l.m, objs.len() * n_ptr * l.split * l.m)
+    }
+
     /// Write the memory-attention inputs of `objs` (all with the same numbers of memories
-    /// and pointers) into the output buffers; `pos_rows` `[rows, M]` holds the pointers'
-    /// temporal encodings. Asynchronous; see [`DeviceBank::outputs`].
+    /// and pointers) into the bank's own output buffers; `pos_rows` `[rows, M]` holds the
+    /// pointers' temporal encodings. Asynchronous; see [`DeviceBank::outputs`].
     pub fn gather(&mut self, gpu: &Gpu, objs: &[GatherObject], pos_rows: &[f32]) -> Result<GatherShape> {
+        let (mem_n, ptr_n) = self.gather_sizes(objs);
+        for (i, n) in [mem_n, mem_n, ptr_n, ptr_n].into_iter().enumerate() {
+            ensure(gpu, &mut self.out[i], n, "memory-attention inputs")?;
+        }
+        let mut out = std::mem::take(&mut self.out).map(|b| b.expect("ensured"));
+        let [a, b, c, d] = &mut out;
+        let res = self.gather_into(gpu, objs, pos_rows, [a, b, c, d]);
+        self.out = out.map(Some);
+        let shape = res?;
+        Ok(shape)
+    }
+
+    /// [`DeviceBank::gather`] into `out` (`memory`, `memory_pos`, `obj_ptrs`,
+    /// `obj_ptrs_pos`), each at least as long as [`DeviceBank::gather_sizes`] says.
+    pub fn gather_into(
+        &mut self,
+        gpu: &Gpu,
+        objs: &[GatherObject],
+        pos_rows: &[f32],
+        out: [&mut CudaSlice<f32>; 4],
+    ) -> Result<GatherShape> {
         let l = self.layout;
         let (m, n_tok) = (l.m, l.n_tok);
         if !pos_rows.len().is_multiple_of(m) {
@@ -217,13 +284,13 @@ impl DeviceBank {
         gpu.copy_in(&table, self.table.as_mut().expect("ensured"), "gather table")?;
         ensure(gpu, &mut self.pos_rows, pos_rows.len(), "pointer encodings")?;
         gpu.copy_in(pos_rows, self.pos_rows.as_mut().expect("ensured"), "pointer encodings")?;
-        for (i, n) in [mem_n, mem_n, ptr_n, ptr_n].into_iter().enumerate() {
-            ensure(gpu, &mut self.out[i], n, "memory-attention inputs")?;
+        for (o, n) in out.iter().zip([mem_n, mem_n, ptr_n, ptr_n]) {
+            if o.len() < n {
+                return Err(invalid(format!("memory gather: an output buffer holds {} values, {n} needed", o.len())));
+            }
         }
         let tab = self.table.as_ref().expect("ensured");
-        let [o_mem, o_mem_pos, o_ptr, o_ptr_pos] = &mut self.out;
-        let (o_mem, o_mem_pos) = (o_mem.as_mut().expect("ensured"), o_mem_pos.as_mut().expect("ensured"));
-        let (o_ptr, o_ptr_pos) = (o_ptr.as_mut().expect("ensured"), o_ptr_pos.as_mut().expect("ensured"));
+        let [o_mem, o_mem_pos, o_ptr, o_ptr_pos] = out;
         let (per, mi, ti) = (l.per_frame() as i64, m as i32, n_tok as i32);
         if mem_n > 0 {
             let bank = self.maskmem.as_ref().ok_or_else(|| invalid("memory gather: the bank is empty".into()))?;

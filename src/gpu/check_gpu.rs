@@ -72,6 +72,7 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport> {
     items.push(check_bank(&gpu, opts, &mut rng, "SAM 2", MemLayout::new(64, 256, 64 * 64, false, 7), true)?);
     items.push(check_bank(&gpu, opts, &mut rng, "EdgeTAM", MemLayout::new(64, 256, 512, true, 7), false)?);
     items.push(check_resident(&gpu, opts, &mut rng)?);
+    items.push(check_store(&gpu, opts, &mut rng)?);
     Ok(CheckReport { device: gpu.name().to_string(), size: opts.size, runs: opts.runs, seed: opts.seed, items })
 }
 
@@ -382,6 +383,87 @@ fn check_resident(gpu: &Gpu, opts: &CheckOptions, rng: &mut SplitMix) -> Result<
             "{allocs} buffers allocated on the first frame, {steady} in the {} frames after; gpu wall = uploads + concat + \
              downloads of one frame",
             opts.runs + 1
+        ),
+    })
+}
+
+/// The tracker's path into the device bank ([`super::device_store::DeviceBankStore`], SAM 2
+/// layout): two objects' memories stored from rows of resident memory-encoder outputs
+/// (one from a host value, as when the memory encoder fell back to ONNX Runtime), pointers
+/// from the host, gathered into pooled device tensors and compared bit for bit with
+/// `mem_inputs::assemble` on the bf16 host memories.
+fn check_store(gpu: &Gpu, opts: &CheckOptions, rng: &mut SplitMix) -> Result<CheckItem> {
+    use crate::backend::{BankStore, Value};
+    use crate::weights::TensorF32;
+    use std::sync::Arc;
+    let layout = MemLayout::new(64, 256, 64 * 64, false, 7);
+    let (per, c, m) = (layout.per_frame(), layout.c, layout.m);
+    let maskmem_pos = random_feats(rng, per);
+    let tpos_enc: Vec<f32> = (0..7 * m).map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let pool = super::resident::DevicePool::new(gpu.stream().clone());
+    let kernels = Arc::new(Gpu::on_stream(gpu.stream().clone())?);
+    let mut store = super::device_store::DeviceBankStore::new(kernels, &pool, layout, &maskmem_pos, &tpos_enc)?;
+    let (n_obj, n_frames) = (2, 3);
+    let mut host: Vec<Vec<(MaskMem, Vec<f32>)>> = vec![Vec::new(); n_obj];
+    for f in 0..n_frames {
+        let batch = TensorF32::new(vec![n_obj, m, 64, 64], random_feats(rng, n_obj * per));
+        let resident = Value::Resident(Arc::new(pool.upload(&batch, "maskmem_features")?));
+        let on_host = Value::Host(batch.clone());
+        for (o, h) in host.iter_mut().enumerate() {
+            let ptr: Vec<f32> = (0..c).map(|_| rng.uniform(-2.0, 2.0)).collect();
+            let v = if o == 1 && f == 2 { &on_host } else { &resident };
+            store.store(BankKey { obj: o, frame: f, cond: f == 0 }, Some((v, o)), &ptr)?;
+            h.push((MaskMem::from_f32(&batch.data[o * per..(o + 1) * per]), ptr));
+        }
+    }
+    let key = |obj, frame: usize| BankKey { obj, frame, cond: frame == 0 };
+    // frame 3 attends to: conditioning frame 0 (slot 0), frame 2 (t_pos 6), frame 1 (t_pos 5);
+    // pointers of frames 0 and 2 with their own encodings
+    let mems = [(0usize, 0usize), (2, 6), (1, 5)];
+    let pos_rows: Vec<f32> = (0..n_obj * 2 * m).map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let objs: Vec<GatherObject> = (0..n_obj)
+        .map(|o| GatherObject {
+            mems: mems.iter().map(|&(f, t)| (key(o, f), t)).collect(),
+            ptrs: vec![(key(o, 0), 2 * o), (key(o, 2), 2 * o + 1)],
+        })
+        .collect();
+    let sels: Vec<ObjectSelection> = (0..n_obj)
+        .map(|o| ObjectSelection {
+            mems: mems.iter().map(|&(f, t)| (&host[o][f].0 .0[..], t)).collect(),
+            ptrs: [(0, 2 * o), (2, 2 * o + 1)]
+                .iter()
+                .map(|&(f, r)| (&host[o][f].1[..], &pos_rows[r * m..(r + 1) * m]))
+                .collect(),
+        })
+        .collect();
+    let want = mem_inputs::assemble(&layout, &maskmem_pos, &tpos_enc, &sels);
+    let got = store.gather(&objs, &pos_rows)?;
+    let mut worst = (0f64, 0usize, 0usize);
+    let mut shapes_ok = true;
+    for (v, w, tokens) in [
+        (&got[0], &want.memory, 3 * per / m),
+        (&got[1], &want.memory_pos, 3 * per / m),
+        (&got[2], &want.ptrs, 2 * layout.split),
+        (&got[3], &want.ptrs_pos, 2 * layout.split),
+    ] {
+        shapes_ok &= v.shape() == [n_obj, tokens, m];
+        let (mx, d, _) = compare_f32(&v.to_host()?.data, w, 0.0);
+        worst = (worst.0.max(mx), worst.1 + d, worst.2 + w.len());
+    }
+    let wall = time_wall(Some(gpu), opts.runs, || store.gather(&objs, &pos_rows).map(|_| ()))?;
+    Ok(CheckItem {
+        name: format!("device bank store (SAM 2, {n_obj} obj, 3 memories, 2 pointers)"),
+        count: worst.2,
+        max_abs_err: worst.0,
+        mismatches: worst.1 + usize::from(!shapes_ok),
+        tolerance: "bit-exact (bf16 store from device rows and host values, gather, pos add)".into(),
+        passed: worst.1 == 0 && shapes_ok,
+        gpu_kernel_ms: 0.0,
+        gpu_wall_ms: wall,
+        cpu_ms: 0.0,
+        note: format!(
+            "{} device bytes in the bank; gpu wall = table upload + gather into pooled tensors",
+            store.bytes()
         ),
     })
 }

@@ -29,6 +29,8 @@ pub mod check;
 mod check_gpu;
 #[cfg(feature = "cuda")]
 pub mod device;
+#[cfg(feature = "cuda")]
+pub mod device_store;
 pub mod gather;
 pub mod kernels;
 pub mod plan;

@@ -152,7 +152,7 @@ fn check_engine(
             .map_err(|e| Error::new(ErrorKind::Backend, format!("no CUDA device: {e}")))?;
         let stream = cuda.new_stream().map_err(|e| Error::new(ErrorKind::Backend, format!("CUDA stream: {e}")))?;
         let pool = crate::gpu::resident::DevicePool::new(stream);
-        let mut trt = session::TrtSession::load(shim, &pool, engine)?;
+        let mut trt = session::TrtSession::load(shim, &pool, &Default::default(), engine)?;
         let mut ort = crate::backend::ort::OrtSession::load(onnx, 0)?;
         let inputs = self_check::synthetic_inputs(spec)?;
         let refs: Vec<(&str, &crate::weights::TensorF32)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -196,6 +196,8 @@ pub struct TrtBackend {
     shim: Arc<Shim>,
     /// The one stream (and its buffer pool) every engine runs on.
     pool: Arc<crate::gpu::resident::DevicePool>,
+    /// Pre/post-processing and memory-bank kernels on that stream, compiled on first use.
+    kernels: session::GpuKernels,
     target: Target,
     precision: Precision,
 }
@@ -217,7 +219,7 @@ impl TrtBackend {
         if let Some(n) = note {
             tracing::warn!("{n}");
         }
-        Ok(TrtBackend { shim, pool, target, precision })
+        Ok(TrtBackend { shim, pool, kernels: Default::default(), target, precision })
     }
 }
 
@@ -243,6 +245,6 @@ impl crate::backend::Backend for TrtBackend {
                 format!("engine '{}' not usable ({reason}); run `tamrt build-engines`", engine.display()),
             ));
         }
-        Ok(Box::new(session::TrtSession::load(&self.shim, &self.pool, &engine)?))
+        Ok(Box::new(session::TrtSession::load(&self.shim, &self.pool, &self.kernels, &engine)?))
     }
 }

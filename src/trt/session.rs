@@ -6,15 +6,22 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::ffi::{Context, Engine, Shim};
-use crate::backend::{ComponentSession, Value};
+use crate::backend::{BankStore, ComponentSession, Value};
 use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::device::Gpu;
+use crate::gpu::device_store::DeviceBankStore;
 use crate::gpu::resident::{DevicePool, DeviceTensor};
+use crate::tracker::mem_inputs::MemLayout;
 use crate::weights::TensorF32;
+
+/// The GPU kernels (NVRTC-compiled on first use, once per backend) on the engines' stream,
+/// or why they are unavailable.
+pub type GpuKernels = Arc<OnceLock<std::result::Result<Arc<Gpu>, String>>>;
 
 fn cuda_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Backend, format!("CUDA {what}: {e}"))
@@ -26,6 +33,7 @@ pub struct TrtSession {
     ctx: Context,
     engine: Engine,
     pool: Arc<DevicePool>,
+    kernels: GpuKernels,
     /// Host inputs and downloaded outputs, per tensor name.
     buffers: HashMap<String, CudaSlice<f32>>,
     inputs: Vec<String>,
@@ -39,14 +47,27 @@ enum Src<'a> {
 }
 
 impl TrtSession {
-    /// Load `engine_path`; it runs on `pool`'s stream.
-    pub fn load(shim: &Arc<Shim>, pool: &Arc<DevicePool>, engine_path: &Path) -> Result<TrtSession> {
+    /// Load `engine_path`; it runs on `pool`'s stream (as do `kernels`).
+    pub fn load(
+        shim: &Arc<Shim>,
+        pool: &Arc<DevicePool>,
+        kernels: &GpuKernels,
+        engine_path: &Path,
+    ) -> Result<TrtSession> {
         let engine = Engine::load(shim, engine_path)?;
         let ctx = engine.context()?;
         let io = engine.io();
         let inputs = io.iter().filter(|(_, i)| *i).map(|(n, _)| n.clone()).collect();
         let outputs = io.iter().filter(|(_, i)| !*i).map(|(n, _)| n.clone()).collect();
-        Ok(TrtSession { ctx, engine, pool: pool.clone(), buffers: HashMap::new(), inputs, outputs })
+        Ok(TrtSession {
+            ctx,
+            engine,
+            pool: pool.clone(),
+            kernels: kernels.clone(),
+            buffers: HashMap::new(),
+            inputs,
+            outputs,
+        })
     }
 
     /// Device bytes the engine's activations take.
@@ -186,6 +207,25 @@ impl ComponentSession for TrtSession {
 
     fn backend_name(&self) -> &str {
         "tensorrt"
+    }
+
+    /// The memory bank in device slots ([`DeviceBankStore`]); an error (the tracker then
+    /// keeps the bank on the host) when the kernels cannot be compiled (no NVRTC).
+    fn bank_store(
+        &self,
+        layout: &MemLayout,
+        maskmem_pos: &[f32],
+        tpos_enc: &[f32],
+    ) -> Option<Result<Box<dyn BankStore>>> {
+        let stream = self.pool.stream().clone();
+        let gpu = match self.kernels.get_or_init(|| Gpu::on_stream(stream).map(Arc::new).map_err(|e| e.to_string())) {
+            Ok(g) => g.clone(),
+            Err(e) => return Some(Err(Error::new(ErrorKind::Backend, format!("GPU kernels unavailable: {e}")))),
+        };
+        Some(
+            DeviceBankStore::new(gpu, &self.pool, *layout, maskmem_pos, tpos_enc)
+                .map(|s| Box::new(s) as Box<dyn BankStore>),
+        )
     }
 
     fn input_names(&self) -> Vec<String> {
