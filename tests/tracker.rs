@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use tamrt::backend::ort::OrtBackend;
-use tamrt::backend::{BankKey, BankStore, ComponentSession, GatherObject, Resident, Value};
+use tamrt::backend::{BankKey, BankStore, ComponentSession, FrameOps, GatherObject, Resident, Value};
 use tamrt::tracker::mem_inputs::{assemble, MemLayout, ObjectSelection};
 use tamrt::tracker::memory_bank::MaskMem;
 use tamrt::tracker::ops::fill_holes;
@@ -421,6 +421,8 @@ struct ResidencyLog {
     stored: (usize, usize),
     released: usize,
     gathers: usize,
+    /// frame ops calls: preprocess, upsample, postprocess (with logits)
+    frame_ops: [usize; 4],
 }
 
 type Log = std::sync::Arc<Mutex<ResidencyLog>>;
@@ -451,6 +453,10 @@ impl Resident for Kept {
         }
         Ok(std::sync::Arc::new(Kept { t, name: self.name.clone(), log: self.log.clone() }))
     }
+    fn rows(&self, start: usize, n: usize) -> tamrt::Result<std::sync::Arc<dyn Resident>> {
+        let t = Value::Host(self.t.clone()).rows(start, n)?.to_host()?.into_owned();
+        Ok(std::sync::Arc::new(Kept { t, name: self.name.clone(), log: self.log.clone() }))
+    }
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
@@ -476,6 +482,7 @@ struct KeepingSession {
     inner: Box<dyn ComponentSession>,
     component: &'static str,
     store: bool,
+    ops: bool,
     log: Log,
 }
 
@@ -525,6 +532,51 @@ impl ComponentSession for KeepingSession {
                 log: self.log.clone(),
             }) as Box<dyn BankStore>)
         })
+    }
+    fn frame_ops(&self, size: usize, mean: [f32; 3], std: [f32; 3]) -> Option<tamrt::Result<Box<dyn FrameOps>>> {
+        (self.ops && self.component == "image_encoder")
+            .then(|| Ok(Box::new(KeptFrameOps { size, mean, std, log: self.log.clone() }) as Box<dyn FrameOps>))
+    }
+}
+
+/// The frame ops "on the device" of [`KeepingSession`]: the library's host functions,
+/// results as [`Kept`] values, calls counted.
+struct KeptFrameOps {
+    size: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+    log: Log,
+}
+
+impl FrameOps for KeptFrameOps {
+    fn name(&self) -> &str {
+        "kept"
+    }
+    fn preprocess(&mut self, rgb8: &[u8], w: usize, h: usize) -> tamrt::Result<Value> {
+        self.log.lock().unwrap().frame_ops[0] += 1;
+        let frame = tamrt::tracker::RgbFrame { width: w, height: h, data: rgb8.to_vec() };
+        let x = tamrt::tracker::frames::preprocess(&frame, self.size, self.mean, self.std);
+        Ok(kept(TensorF32::new(vec![1, 3, self.size, self.size], x), "image", &self.log))
+    }
+    fn upsample(&mut self, low: &Value, oh: usize, ow: usize) -> tamrt::Result<Value> {
+        self.log.lock().unwrap().frame_ops[1] += 1;
+        let t = own(low);
+        let (b, h, w) = (t.shape[0], t.shape[2], t.shape[3]);
+        let high: Vec<f32> = t.data.chunks_exact(h * w).flat_map(|p| bilinear(p, h, w, oh, ow)).collect();
+        Ok(kept(TensorF32::new(vec![b, 1, oh, ow], high), "mask_high_res", &self.log))
+    }
+    fn postprocess(
+        &mut self,
+        low: &[f32],
+        _b: usize,
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        logits: bool,
+    ) -> tamrt::Result<tamrt::backend::Postprocessed> {
+        self.log.lock().unwrap().frame_ops[2 + usize::from(logits)] += 1;
+        let up: Vec<f32> = low.chunks_exact(h * w).flat_map(|p| bilinear(p, h, w, oh, ow)).collect();
+        let masks = up.iter().map(|&v| u8::from(v > 0.0)).collect();
+        Ok((masks, logits.then_some(up)))
     }
 }
 
@@ -585,6 +637,7 @@ impl BankStore for KeptBank {
 
 struct KeepingBackend {
     store: bool,
+    ops: bool,
     log: Log,
 }
 
@@ -594,21 +647,29 @@ impl tamrt::backend::Backend for KeepingBackend {
     }
     fn load(&self, dir: &Path, c: tamrt::export::Component) -> tamrt::Result<Box<dyn ComponentSession>> {
         let inner = tamrt::backend::Backend::load(&OrtBackend { threads: 2 }, dir, c)?;
-        Ok(Box::new(KeepingSession { inner, component: c.name(), store: self.store, log: self.log.clone() }))
+        let (store, ops, log) = (self.store, self.ops, self.log.clone());
+        Ok(Box::new(KeepingSession { inner, component: c.name(), store, ops, log }))
     }
 }
 
 /// Track `scenario` on a [`KeepingBackend`] (the result must equal the official one) and
 /// return what crossed to the host.
-fn track_keeping(scenario: &str, store: bool) -> ResidencyLog {
+fn track_keeping(scenario: &str, store: bool, ops: bool) -> ResidencyLog {
     let fx = fixture();
     let log = Log::default();
-    let models = TrackerModels::load(&KeepingBackend { store, log: log.clone() }, &exported(&fx)).unwrap();
+    let models = TrackerModels::load(&KeepingBackend { store, ops, log: log.clone() }, &exported(&fx)).unwrap();
     let (iou, rel) = check_scenario_with(&fx, scenario, TrackerOptions::default(), models);
     assert!(iou >= IOU_MIN && rel <= LOGIT_REL);
     let log = std::mem::take(&mut *log.lock().unwrap());
     println!("{scenario}, store {store}: {log:#?}");
     log
+}
+
+/// Prompt-decoder calls: each brings its low-res masks to the host once (hole filling and
+/// the output start there).
+fn decoder_calls(log: &ResidencyLog) -> usize {
+    let (resident, host) = log.inputs["prompt_decoder image_embed"];
+    resident + host
 }
 
 fn point_prompts(scenario: &str) -> usize {
@@ -627,11 +688,12 @@ fn point_prompts(scenario: &str) -> usize {
 fn resident_features_stay_with_the_backend_and_tracking_is_unchanged() {
     let n_points = point_prompts("forward");
     assert_eq!(n_points, 5, "the fixture's prompts changed");
-    let log = track_keeping("forward", false);
+    let log = track_keeping("forward", false, false);
     assert_eq!(log.downloads.get("vision_feat"), Some(&n_points));
     assert!(log.downloads.get("maskmem_features").is_some_and(|&n| n > 0), "{:?}", log.downloads);
     assert_eq!(log.downloads.get("maskmem_pos_enc"), Some(&1), "position encoding: first memory only");
-    assert_eq!(log.downloads.len(), 3, "nothing else crosses: {:?}", log.downloads);
+    assert_eq!(log.downloads.get("low_res_masks"), Some(&decoder_calls(&log)), "the low-res output, once per call");
+    assert_eq!(log.downloads.len(), 4, "nothing else crosses: {:?}", log.downloads);
     assert_eq!(log.gathers, 0);
     let given = |k: &str| *log.inputs.get(k).unwrap_or_else(|| panic!("no input {k} given: {:?}", log.inputs));
     for k in [
@@ -660,11 +722,15 @@ fn resident_features_stay_with_the_backend_and_tracking_is_unchanged() {
 #[test]
 fn a_backend_memory_bank_keeps_memories_off_the_host_and_tracking_is_unchanged() {
     for scenario in ["forward", "reverse"] {
-        let log = track_keeping(scenario, true);
+        let log = track_keeping(scenario, true, false);
         let downloads: Vec<(&str, usize)> = log.downloads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         assert_eq!(
             downloads,
-            vec![("maskmem_pos_enc", 1), ("vision_feat", point_prompts(scenario))],
+            vec![
+                ("low_res_masks", decoder_calls(&log)),
+                ("maskmem_pos_enc", 1),
+                ("vision_feat", point_prompts(scenario))
+            ],
             "{scenario}: copies to the host"
         );
         assert!(log.stored.0 > 0 && log.stored.1 == 0, "{scenario}: memories stored {:?} (resident, host)", log.stored);
@@ -672,5 +738,33 @@ fn a_backend_memory_bank_keeps_memories_off_the_host_and_tracking_is_unchanged()
         let (resident, host) = log.inputs["memory_attention memory"];
         assert!(resident == log.gathers && host == 0, "{scenario}: memory inputs {resident} resident, {host} host");
         assert!(log.gathers > 0);
+    }
+}
+
+/// With the image encoder's backend doing the frame pre/post-processing (as TensorRT does
+/// with CUDA kernels), every encoded frame is preprocessed there, the memory encoder's
+/// high-res masks are upsampled there from the decoder's resident output, every output
+/// frame is postprocessed there, and the result is unchanged; the only host copies left
+/// are the decoder's low-res masks (hole filling and the output start from them),
+/// `vision_feat` for points/box prompts and the position encoding once.
+#[test]
+fn backend_frame_ops_do_the_pre_and_post_processing_and_tracking_is_unchanged() {
+    for scenario in ["forward", "reverse"] {
+        let log = track_keeping(scenario, true, true);
+        let [pre, up, post, post_logits] = log.frame_ops;
+        let encoded = log.inputs["image_encoder image"];
+        assert_eq!((encoded.0, encoded.1), (pre, 0), "{scenario}: every image input made by the frame ops");
+        assert!(pre > 0 && up > 0, "{scenario}: {:?}", log.frame_ops);
+        let enc_calls = log.inputs["memory_encoder mask_high_res"];
+        assert_eq!(enc_calls, (up, 0), "{scenario}: every memory encoder input upsampled by the frame ops");
+        // CollectSink wants logits; 8 frames
+        assert_eq!((post, post_logits), (0, 8), "{scenario}");
+        let downloads: Vec<(&str, usize)> = log.downloads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let want = vec![
+            ("low_res_masks", decoder_calls(&log)),
+            ("maskmem_pos_enc", 1),
+            ("vision_feat", point_prompts(scenario)),
+        ];
+        assert_eq!(downloads, want, "{scenario}");
     }
 }

@@ -3,6 +3,7 @@
 //! [`ComponentSession`]s, whatever runs them.
 
 pub mod bank_store;
+pub mod frame_ops;
 #[cfg(feature = "ort")]
 pub mod ort;
 pub mod select;
@@ -15,6 +16,7 @@ use crate::export::Component;
 use crate::tracker::mem_inputs::MemLayout;
 use crate::weights::TensorF32;
 pub use bank_store::{BankKey, BankStore, GatherObject};
+pub use frame_ops::{FrameOps, Postprocessed};
 pub use value::{Resident, Value};
 
 /// One loaded graph (or engine) that maps named fp32 inputs to named fp32 outputs.
@@ -46,6 +48,13 @@ pub trait ComponentSession {
         tpos_enc: &[f32],
     ) -> Option<Result<Box<dyn BankStore>>> {
         let _ = (layout, maskmem_pos, tpos_enc);
+        None
+    }
+    /// For an image-encoder session: frame pre/post-processing where this backend keeps
+    /// its tensors (see [`FrameOps`]) for model input side `image_size` and the
+    /// normalisation `mean` / `std`. None (the default): the tracker does it on the host.
+    fn frame_ops(&self, image_size: usize, mean: [f32; 3], std: [f32; 3]) -> Option<Result<Box<dyn FrameOps>>> {
+        let _ = (image_size, mean, std);
         None
     }
 }

@@ -21,6 +21,8 @@ pub trait Resident: fmt::Debug {
     fn to_host(&self) -> Result<TensorF32>;
     /// `self` followed by `rest` along axis 0, kept where they are (all of the same kind).
     fn concat(&self, rest: &[&dyn Resident]) -> Result<Arc<dyn Resident>>;
+    /// Rows `start..start + n` of axis 0, kept where they are.
+    fn rows(&self, start: usize, n: usize) -> Result<Arc<dyn Resident>>;
     /// For backends to recognise their own values.
     fn as_any(&self) -> &dyn Any;
 }
@@ -55,6 +57,31 @@ impl Value {
         match self {
             Value::Host(t) => Ok(Cow::Borrowed(t)),
             Value::Resident(r) => r.to_host().map(Cow::Owned),
+        }
+    }
+
+    /// Rows `start..start + n` of axis 0 (the object axis); the whole value when that is
+    /// all of it.
+    pub fn rows(&self, start: usize, n: usize) -> Result<Value> {
+        let shape = self.shape();
+        let b = shape.first().copied().unwrap_or(0);
+        if start + n > b {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("rows {start}..{} of a tensor of shape {shape:?}", start + n),
+            ));
+        }
+        if (start, n) == (0, b) {
+            return Ok(self.clone());
+        }
+        match self {
+            Value::Host(t) => {
+                let per = t.numel() / b;
+                let mut shape = t.shape.clone();
+                shape[0] = n;
+                Ok(Value::Host(TensorF32::new(shape, t.data[start * per..(start + n) * per].to_vec())))
+            }
+            Value::Resident(r) => r.rows(start, n).map(Value::Resident),
         }
     }
 
@@ -105,6 +132,9 @@ mod tests {
         assert_eq!(c.to_host().unwrap().data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(Value::concat(vec![a.clone()]).unwrap().to_host().unwrap().data, vec![1.0, 2.0]);
         let odd = Value::from(TensorF32::new(vec![1, 3], vec![0.0; 3]));
+        let r = c.rows(1, 2).unwrap();
+        assert_eq!((r.shape(), &r.to_host().unwrap().data[..]), (&[2, 2][..], &[3.0, 4.0, 5.0, 6.0][..]));
+        assert!(c.rows(2, 2).unwrap_err().to_string().contains("rows 2..4"));
         let e = Value::concat(vec![a, odd]).unwrap_err();
         assert!(e.to_string().contains("[1, 2] and [1, 3]"), "{e}");
         assert!(Value::concat(vec![]).is_err());

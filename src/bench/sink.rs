@@ -92,8 +92,7 @@ impl<'v> BenchSink<'v> {
                     let Some(obj) = self.obj_names.get(&o.obj_id) else { continue };
                     let dir = self.pred_dir.join(obj);
                     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create folder", e))?;
-                    let mask: Vec<u8> = o.logits.iter().map(|&v| u8::from(v > 0.0)).collect();
-                    let png = crate::tracker::output::encode_mask_png(&mask, w, h)?;
+                    let png = crate::tracker::output::encode_mask_png(&o.mask, w, h)?;
                     let p = dir.join(format!("{name}.png"));
                     std::fs::write(&p, png).map_err(|e| Error::io(&p, "cannot write prediction", e))?;
                     self.files += 1;
@@ -105,8 +104,8 @@ impl<'v> BenchSink<'v> {
                 objs.sort_by_key(|o| std::cmp::Reverse(o.obj_id));
                 for o in objs {
                     let id = o.obj_id.min(254) as u8;
-                    for (l, &v) in label.iter_mut().zip(&o.logits) {
-                        if v > 0.0 {
+                    for (l, &v) in label.iter_mut().zip(&o.mask) {
+                        if v > 0 {
                             *l = id;
                         }
                     }

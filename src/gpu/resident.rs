@@ -173,6 +173,26 @@ impl Resident for DeviceTensor {
         Ok(Arc::new(DeviceTensor::new(&self.pool, out, shape)))
     }
 
+    fn rows(&self, start: usize, n: usize) -> Result<Arc<dyn Resident>> {
+        let b = self.shape.first().copied().unwrap_or(0);
+        if start + n > b {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("rows {start}..{} of {:?}", start + n, self.shape),
+            ));
+        }
+        let per = self.numel() / b.max(1);
+        let mut shape = self.shape.clone();
+        shape[0] = n;
+        let mut out = self.pool.take(n * per, "rows")?;
+        if n * per > 0 {
+            let src = self.view().slice(start * per..(start + n) * per);
+            let mut dst = out.slice_mut(0..n * per);
+            self.pool.stream.memcpy_dtod(&src, &mut dst).map_err(|e| cuda_err("rows copy", e))?;
+        }
+        Ok(Arc::new(DeviceTensor::new(&self.pool, out, shape)))
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -187,49 +187,56 @@ pub fn normalize_resized(resized: &[u8], image_size: usize, mean: [f32; 3], std:
     out
 }
 
-/// Frames decoded and resized ahead of the tracker by one thread, in a given order.
-/// At most `depth` frames wait in the queue (plus the one the tracker holds).
+/// Frames decoded (and resized to S×S unless the backend preprocesses them itself)
+/// ahead of the tracker by one thread, in a given order. At most `depth` frames wait in
+/// the queue (plus the one the tracker holds).
 pub struct Prefetcher<'s> {
-    rx: Option<mpsc::Receiver<(usize, Result<Vec<u8>>)>>,
+    rx: Option<mpsc::Receiver<(usize, Result<RgbFrame>)>>,
     source: &'s dyn FrameSource,
-    image_size: usize,
+    resize_to: Option<usize>,
+}
+
+/// `f` resized to `size`×`size` (Pillow bicubic), or as it is.
+fn prepared(f: RgbFrame, resize_to: Option<usize>) -> RgbFrame {
+    match resize_to {
+        Some(s) => RgbFrame { width: s, height: s, data: pil_resize_rgb8(&f.data, f.width, f.height, s, s) },
+        None => f,
+    }
 }
 
 impl<'s> Prefetcher<'s> {
-    /// Start decoding `order` on a scoped thread; `depth` = 0 decodes synchronously.
+    /// Start decoding `order` on a scoped thread (each frame resized to S×S with
+    /// `resize_to = Some(S)`); `depth` = 0 decodes synchronously.
     pub fn start<'scope>(
         scope: &'scope std::thread::Scope<'scope, '_>,
         source: &'s dyn FrameSource,
         order: Vec<usize>,
-        image_size: usize,
+        resize_to: Option<usize>,
         depth: usize,
     ) -> Prefetcher<'s>
     where
         's: 'scope,
     {
         if depth == 0 {
-            return Prefetcher { rx: None, source, image_size };
+            return Prefetcher { rx: None, source, resize_to };
         }
         let (tx, rx) = mpsc::sync_channel(depth);
         scope.spawn(move || {
             for i in order {
-                let r = source.load(i).map(|f| pil_resize_rgb8(&f.data, f.width, f.height, image_size, image_size));
+                let r = source.load(i).map(|f| prepared(f, resize_to));
                 let failed = r.is_err();
                 if tx.send((i, r)).is_err() || failed {
                     break;
                 }
             }
         });
-        Prefetcher { rx: Some(rx), source, image_size }
+        Prefetcher { rx: Some(rx), source, resize_to }
     }
 
-    /// The next frame in the order, resized to S×S RGB8 (must be asked in order).
-    pub fn next(&mut self, expected: usize) -> Result<Vec<u8>> {
+    /// The next frame in the order (must be asked in order).
+    pub fn next(&mut self, expected: usize) -> Result<RgbFrame> {
         match &self.rx {
-            None => {
-                let f = self.source.load(expected)?;
-                Ok(pil_resize_rgb8(&f.data, f.width, f.height, self.image_size, self.image_size))
-            }
+            None => Ok(prepared(self.source.load(expected)?, self.resize_to)),
             Some(rx) => match rx.recv() {
                 Ok((i, r)) if i == expected => r,
                 Ok((i, _)) => Err(Error::new(

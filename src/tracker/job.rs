@@ -154,6 +154,10 @@ impl TrackSink for Progress<'_> {
         self.bar.set_length(frames as u64);
     }
 
+    fn wants_logits(&self) -> bool {
+        self.inner.wants_logits()
+    }
+
     fn frame(&mut self, frame: usize, name: &str, objects: &[ObjectLogits]) -> Result<()> {
         self.inner.frame(frame, name, objects)?;
         self.bar.inc(1);

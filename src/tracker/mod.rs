@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use crate::backend::Value;
 use crate::error::{Error, ErrorKind, Result};
+use crate::weights::TensorF32;
 use feature_cache::FeatureCache;
 
 pub use frames::{FrameDir, FrameSource, RgbFrame};
@@ -108,6 +109,8 @@ pub struct Tracker<'a> {
     /// The memory attention's backend's memory bank (taken when the first memory is
     /// encoded); None: memories stay on the host in `objects`.
     pub(crate) bank_store: Option<Box<dyn crate::backend::BankStore>>,
+    /// The image encoder's backend's frame pre/post-processing; None: on the host.
+    pub(crate) frame_ops: Option<Box<dyn crate::backend::FrameOps>>,
     pub(crate) hole_scratch: Vec<u32>,
     pub(crate) propagated: bool,
 }
@@ -122,6 +125,17 @@ impl<'a> Tracker<'a> {
             return Err(Error::new(ErrorKind::InvalidInput, "the video has no frames"));
         }
         let budget = opts.prompt_feature_bytes;
+        let frame_ops = match models.frame_ops() {
+            None => None,
+            Some(Ok(ops)) => {
+                tracing::info!("frame pre/post-processing on the image encoder's backend ({})", ops.name());
+                Some(ops)
+            }
+            Some(Err(e)) => {
+                tracing::warn!("frame pre/post-processing stays on the host: {e}");
+                None
+            }
+        };
         Ok(Tracker {
             models,
             source,
@@ -131,6 +145,7 @@ impl<'a> Tracker<'a> {
             features: FeatureCache::with_budget(budget),
             maskmem_pos: None,
             bank_store: None,
+            frame_ops,
             hole_scratch: Vec::new(),
             propagated: false,
         })
@@ -141,23 +156,36 @@ impl<'a> Tracker<'a> {
         self.objects.iter().map(|o| o.obj_id).collect()
     }
 
+    /// Frames come to the tracker resized to S×S unless the backend preprocesses them.
+    pub(crate) fn resize_frames_to(&self) -> Option<usize> {
+        self.frame_ops.is_none().then(|| self.models.config().image_size)
+    }
+
     /// Image features of `frame`, taken out of the cache (computed when the cache does
-    /// not hold them); give them back with [`Tracker::put_features`].
-    pub(crate) fn take_features(&mut self, frame: usize, image: Option<Vec<u8>>) -> Result<FrameFeatures> {
+    /// not hold them, from `image` as [`Tracker::resize_frames_to`] says, or loaded);
+    /// give them back with [`Tracker::put_features`].
+    pub(crate) fn take_features(&mut self, frame: usize, image: Option<RgbFrame>) -> Result<FrameFeatures> {
         if let Some(feats) = self.features.take(frame) {
             return Ok(feats);
         }
         let cfg = self.models.config();
         let (s, mean, std) = (cfg.image_size, cfg.pixel_mean, cfg.pixel_std);
         let t0 = Instant::now();
-        let resized = match image {
+        let image = match image {
             Some(r) => r,
-            None => {
-                let f = self.source.load(frame)?;
-                resize::pil_resize_rgb8(&f.data, f.width, f.height, s, s)
-            }
+            None => self.source.load(frame)?,
         };
-        let x = frames::normalize_resized(&resized, s, mean, std);
+        let x = match self.frame_ops.as_mut() {
+            Some(ops) => ops.preprocess(&image.data, image.width, image.height),
+            None if (image.width, image.height) == (s, s) => {
+                Ok(Value::Host(TensorF32::new(vec![1, 3, s, s], frames::normalize_resized(&image.data, s, mean, std))))
+            }
+            None => {
+                let data = frames::preprocess(&image, s, mean, std);
+                Ok(Value::Host(TensorF32::new(vec![1, 3, s, s], data)))
+            }
+        }
+        .map_err(|e| e.context(format!("frame {frame}: preprocessing")))?;
         self.models.times.host += t0.elapsed();
         self.models.encode_image(x).map_err(|e| e.context(format!("frame {frame}")))
     }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::backend::{take_output, Backend, BankStore, ComponentSession, Value};
+use crate::backend::{take_output, Backend, BankStore, ComponentSession, FrameOps, Value};
 use crate::config::ModelConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::Component;
@@ -45,6 +45,8 @@ const FEATURES: [&str; 4] = ["high_res_feat0", "high_res_feat1", "vision_feat", 
 pub struct DecoderOut {
     /// `[B, 1, 4E, 4E]`
     pub low_res_masks: TensorF32,
+    /// The same where the backend keeps it (None: only on the host).
+    pub low_res_resident: Option<Value>,
     /// `[B, C]`
     pub obj_ptr: TensorF32,
     /// `[B, 1]`
@@ -166,10 +168,21 @@ impl TrackerModels {
         &self.manifest.config
     }
 
-    /// Image encoder on one preprocessed frame `[3, S, S]`.
-    pub fn encode_image(&mut self, image: Vec<f32>) -> Result<FrameFeatures> {
+    /// The image encoder's backend's frame pre/post-processing, if it has its own.
+    pub fn frame_ops(&self) -> Option<Result<Box<dyn FrameOps>>> {
+        let cfg = self.config();
+        self.image_encoder.frame_ops(cfg.image_size, cfg.pixel_mean, cfg.pixel_std)
+    }
+
+    /// Image encoder on one preprocessed frame `[1, 3, S, S]`.
+    pub fn encode_image(&mut self, t: Value) -> Result<FrameFeatures> {
         let s = self.config().image_size;
-        let t = Value::Host(TensorF32::new(vec![1, 3, s, s], image));
+        if t.shape() != [1, 3, s, s] {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("image encoder input of shape {:?}, expected [1, 3, {s}, {s}]", t.shape()),
+            ));
+        }
         let times = &mut self.times;
         let mut out = run_timed(
             self.image_encoder.as_mut(),
@@ -216,11 +229,16 @@ impl TrackerModels {
                 ("has_mask_input", &has_mask_input),
                 ("multimask_output", &mm),
             ],
-            &[],
+            &["low_res_masks"],
         )?;
+        let (low_res_masks, low_res_resident) = match take_output(&mut out, "low_res_masks")? {
+            Value::Host(t) => (t, None),
+            v => (v.to_host()?.into_owned(), Some(v)),
+        };
         let mut host = |name| take_output(&mut out, name)?.to_host().map(|t| t.into_owned());
         Ok(DecoderOut {
-            low_res_masks: host("low_res_masks")?,
+            low_res_masks,
+            low_res_resident,
             obj_ptr: host("obj_ptr")?,
             object_score_logits: host("object_score_logits")?,
         })
@@ -234,18 +252,18 @@ impl TrackerModels {
     pub fn encode_memory(
         &mut self,
         vision_feat: &Value,
-        mask_high_res: &TensorF32,
+        mask_high_res: &Value,
         object_score_logits: &TensorF32,
         binarize: bool,
     ) -> Result<(Value, Value)> {
-        let b = mask_high_res.shape[0];
+        let b = mask_high_res.shape()[0];
         let chunk = memory_encoder_batch(self.config());
         let (mut feats, mut pos) = (Vec::new(), Vec::new());
         for start in (0..b).step_by(chunk) {
             let n = chunk.min(b - start);
             let (f, p) = self.encode_memory_call(
                 vision_feat,
-                batch_slice(mask_high_res, start, n),
+                mask_high_res.rows(start, n)?,
                 batch_slice(object_score_logits, start, n),
                 binarize,
             )?;
@@ -258,12 +276,12 @@ impl TrackerModels {
     fn encode_memory_call(
         &mut self,
         pix_feat: &Value,
-        mask_high_res: TensorF32,
+        mask_high_res: Value,
         object_score_logits: TensorF32,
         binarize: bool,
     ) -> Result<(Value, Value)> {
         let bin = Value::Host(TensorF32::new(vec![1], vec![if binarize { 1.0 } else { 0.0 }]));
-        let [mask_high_res, object_score_logits] = [mask_high_res, object_score_logits].map(Value::Host);
+        let object_score_logits = Value::Host(object_score_logits);
         let times = &mut self.times;
         let mut out = run_timed(
             self.memory_encoder.as_mut(),

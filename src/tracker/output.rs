@@ -15,7 +15,10 @@ pub struct ObjectLogits {
     pub obj_id: u32,
     pub width: usize,
     pub height: usize,
-    /// Mask logits at video resolution, row-major `[height, width]`; the mask is `> 0`.
+    /// The mask at video resolution, row-major `[height, width]`, 0/1 (`logits > 0`).
+    pub mask: Vec<u8>,
+    /// Mask logits at video resolution, row-major `[height, width]`; empty when the sink
+    /// does not want them ([`TrackSink::wants_logits`]).
     pub logits: Vec<f32>,
 }
 
@@ -23,6 +26,11 @@ pub struct ObjectLogits {
 pub trait TrackSink {
     /// Called once before the first frame with the number of frames to come.
     fn begin(&mut self, _frames: usize) {}
+    /// Whether [`ObjectLogits::logits`] are needed (else only masks are made, and on a
+    /// GPU only the masks come back from the device).
+    fn wants_logits(&self) -> bool {
+        true
+    }
     fn frame(&mut self, frame: usize, name: &str, objects: &[ObjectLogits]) -> Result<()>;
 }
 
@@ -116,12 +124,15 @@ impl MaskWriter {
 }
 
 impl TrackSink for MaskWriter {
+    fn wants_logits(&self) -> bool {
+        self.save_logits
+    }
+
     fn frame(&mut self, _frame: usize, name: &str, objects: &[ObjectLogits]) -> Result<()> {
         for o in objects {
             let dir = self.out.join(object_dir_name(o.obj_id));
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create output folder", e))?;
-            let mask: Vec<u8> = o.logits.iter().map(|&v| u8::from(v > 0.0)).collect();
-            let png = encode_mask_png(&mask, o.width, o.height)?;
+            let png = encode_mask_png(&o.mask, o.width, o.height)?;
             write_atomic(&dir.join(format!("{name}.png")), &png)?;
             self.written += 1;
             if self.save_logits {

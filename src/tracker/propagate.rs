@@ -10,7 +10,7 @@ use crate::onnx::nn::ATTN_QUERY_BLOCK;
 use crate::weights::TensorF32;
 
 use super::bank_io::keep_memory;
-use super::frames::Prefetcher;
+use super::frames::{Prefetcher, RgbFrame};
 use super::memory_bank::{BankRules, CondFrame, FrameMemory, MemData};
 use super::models::{FrameFeatures, StageTimes};
 use super::ops;
@@ -182,14 +182,18 @@ impl Tracker<'_> {
                     Error::new(ErrorKind::InvalidInput, format!("frame {f}: image features of the prompt are gone"))
                 })?,
             };
-            let mut high = Vec::with_capacity(b * s * s);
+            let mut low = Vec::with_capacity(b * m4 * m4);
             let mut scores = Vec::with_capacity(b);
             for &(i, j) in &members {
                 let p = &self.objects[i].pending[j];
-                high.extend(bilinear(&p.pred_masks, m4, m4, s, s));
+                low.extend_from_slice(&p.pred_masks);
                 scores.push(p.object_score);
             }
-            let high = TensorF32::new(vec![b, 1, s, s], high);
+            let low = TensorF32::new(vec![b, 1, m4, m4], low);
+            let high = match self.frame_ops.as_mut() {
+                Some(ops) => ops.upsample(&Value::Host(low), s, s)?,
+                None => upsample_host(&low, s),
+            };
             let scores = TensorF32::new(vec![b, 1], scores);
             let binarize = cfg.binarize_mask_from_pts_for_mem_enc;
             let (feats, pos) = self
@@ -266,10 +270,9 @@ impl Tracker<'_> {
         sink.begin(order.len());
         let depth = self.opts.max_frames_in_mem.saturating_sub(1).min(16);
         let source = self.source;
-        let s = self.models.config().image_size;
         let mut report = TrackReport { prompt_times, ..Default::default() };
         std::thread::scope(|scope| -> Result<()> {
-            let mut pre = Prefetcher::start(scope, source, needs_image, s, depth);
+            let mut pre = Prefetcher::start(scope, source, needs_image, self.resize_frames_to(), depth);
             for (k, &f) in order.iter().enumerate() {
                 let result = (|| {
                     let image = if needs[k] {
@@ -309,7 +312,7 @@ impl Tracker<'_> {
     }
 
     /// One frame of `propagate_in_video` for every object.
-    fn step(&mut self, f: usize, reverse: bool, image: Option<Vec<u8>>, sink: &mut dyn TrackSink) -> Result<()> {
+    fn step(&mut self, f: usize, reverse: bool, image: Option<RgbFrame>, sink: &mut dyn TrackSink) -> Result<()> {
         let rules = self.rules();
         let nobj = self.objects.len();
         // low-res output per object (hole-filled)
@@ -408,18 +411,13 @@ impl Tracker<'_> {
             let d = self.models.decode(&embed, feats, pc, pl, mi, has, multimask)?;
             // memory encoder on the (unfilled) high-res masks, sigmoid (not binarized)
             let t_host = Instant::now();
-            let mut high = vec![0f32; b * s * s];
-            for bi in 0..b {
-                bilinear_into(
-                    &d.low_res_masks.data[bi * m4 * m4..(bi + 1) * m4 * m4],
-                    m4,
-                    m4,
-                    s,
-                    s,
-                    &mut high[bi * s * s..(bi + 1) * s * s],
-                );
-            }
-            let high = TensorF32::new(vec![b, 1, s, s], high);
+            let high = match self.frame_ops.as_mut() {
+                Some(ops) => {
+                    let low = d.low_res_resident.clone().unwrap_or_else(|| Value::Host(d.low_res_masks.clone()));
+                    ops.upsample(&low, s, s)?
+                }
+                None => upsample_host(&d.low_res_masks, s),
+            };
             self.models.times.host += t_host.elapsed();
             let (mem_feats, mem_pos) =
                 self.models.encode_memory(&feats.vision_feat, &high, &d.object_score_logits, false)?;
@@ -440,24 +438,52 @@ impl Tracker<'_> {
         Ok(())
     }
 
-    /// `_get_orig_video_res_output`: bilinear to the video size, then the sink.
+    /// `_get_orig_video_res_output`: bilinear to the video size and `> 0` (where the
+    /// frame ops run, else on the host), then the sink.
     fn output_frame(&mut self, f: usize, low_out: Vec<Option<Vec<f32>>>, sink: &mut dyn TrackSink) -> Result<()> {
         let m4 = 4 * self.models.config().embed_side();
         let t_host = Instant::now();
         let (vw, vh) = self.source.size();
+        let want = sink.wants_logits();
+        let lows: Vec<Vec<f32>> = low_out.into_iter().map(|l| l.expect("every object has an output")).collect();
+        let n = vw * vh;
+        let results: Vec<(Vec<u8>, Vec<f32>)> = match self.frame_ops.as_mut() {
+            Some(ops) => {
+                let (masks, logits) = ops.postprocess(&lows.concat(), lows.len(), (m4, m4), (vh, vw), want)?;
+                (0..lows.len())
+                    .map(|k| {
+                        let l = logits.as_ref().map_or_else(Vec::new, |l| l[k * n..(k + 1) * n].to_vec());
+                        (masks[k * n..(k + 1) * n].to_vec(), l)
+                    })
+                    .collect()
+            }
+            None => lows
+                .iter()
+                .map(|low| {
+                    let logits = bilinear(low, m4, m4, vh, vw);
+                    let mask = logits.iter().map(|&v| u8::from(v > 0.0)).collect();
+                    (mask, if want { logits } else { Vec::new() })
+                })
+                .collect(),
+        };
         let objs: Vec<ObjectLogits> = self
             .objects
             .iter()
-            .zip(low_out)
-            .map(|(o, low)| ObjectLogits {
-                obj_id: o.obj_id,
-                width: vw,
-                height: vh,
-                logits: bilinear(&low.expect("every object has an output"), m4, m4, vh, vw),
-            })
+            .zip(results)
+            .map(|(o, (mask, logits))| ObjectLogits { obj_id: o.obj_id, width: vw, height: vh, mask, logits })
             .collect();
         sink.frame(f, self.source.name(f), &objs)?;
         self.models.times.host += t_host.elapsed();
         Ok(())
     }
+}
+
+/// `resize::bilinear` of `low` `[B, 1, h, w]` to `[B, 1, s, s]` on the host.
+fn upsample_host(low: &TensorF32, s: usize) -> Value {
+    let (b, h, w) = (low.shape[0], low.shape[2], low.shape[3]);
+    let mut high = vec![0f32; b * s * s];
+    for (src, dst) in low.data.chunks_exact(h * w).zip(high.chunks_exact_mut(s * s)) {
+        bilinear_into(src, h, w, s, s, dst);
+    }
+    Value::Host(TensorF32::new(vec![b, 1, s, s], high))
 }

@@ -100,6 +100,8 @@ pub fn track_and_compare(
             let key = format!("{:03}/{:05}", o.obj_id, f);
             let (shape, r) = refs.get(&key).unwrap_or_else(|| panic!("{name}: no reference for {key}"));
             assert_eq!(shape, &vec![h, w], "{key}");
+            let thresholded: Vec<u8> = o.logits.iter().map(|&v| u8::from(v > 0.0)).collect();
+            assert!(o.mask == thresholded, "{name} {key}: the mask is not logits > 0");
             seen += 1;
             let (mut inter, mut uni) = (0usize, 0usize);
             let max_ref = r.iter().fold(0f32, |a, v| a.max(v.abs()));
