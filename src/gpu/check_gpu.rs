@@ -73,6 +73,7 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport> {
     items.push(check_bank(&gpu, opts, &mut rng, "EdgeTAM", MemLayout::new(64, 256, 512, true, 7), false)?);
     items.push(check_resident(&gpu, opts, &mut rng)?);
     items.push(check_store(&gpu, opts, &mut rng)?);
+    items.push(check_frame_ops(&gpu, opts, &mut rng)?);
     Ok(CheckReport { device: gpu.name().to_string(), size: opts.size, runs: opts.runs, seed: opts.seed, items })
 }
 
@@ -383,6 +384,52 @@ fn check_resident(gpu: &Gpu, opts: &CheckOptions, rng: &mut SplitMix) -> Result<
             "{allocs} buffers allocated on the first frame, {steady} in the {} frames after; gpu wall = uploads + concat + \
              downloads of one frame",
             opts.runs + 1
+        ),
+    })
+}
+
+/// The tracker's path through [`super::frame_ops::DeviceFrameOps`]: a 1280×720 frame
+/// preprocessed into a pooled device tensor, two objects' resident low-res logits
+/// upsampled to S×S (the memory encoder's input) and a frame's output (masks and logits at
+/// video size), each against the CPU functions.
+fn check_frame_ops(gpu: &Gpu, opts: &CheckOptions, rng: &mut SplitMix) -> Result<CheckItem> {
+    use crate::backend::{FrameOps, Value};
+    use crate::weights::TensorF32;
+    use std::sync::Arc;
+    let (s, m4, b, (w, h)) = (opts.size, opts.size / 4, 2, (1280, 720));
+    let pool = super::resident::DevicePool::new(gpu.stream().clone());
+    let kernels = Arc::new(Gpu::on_stream(gpu.stream().clone())?);
+    let mut ops = super::frame_ops::DeviceFrameOps::new(kernels, &pool, s, MEAN, STD)?;
+    let frame = RgbFrame { width: w, height: h, data: rng.bytes(w * h * 3) };
+    let image = ops.preprocess(&frame.data, w, h)?;
+    let (pre_max, pre_bad, _) = compare_f32(&image.to_host()?.data, &preprocess(&frame, s, MEAN, STD), 0.0);
+    let low = TensorF32::new(vec![b, 1, m4, m4], random_logits(rng, b * m4 * m4));
+    let resident = Value::Resident(Arc::new(pool.upload(&low, "low_res_masks")?));
+    let high = ops.upsample(&resident, s, s)?;
+    let want_high: Vec<f32> = low.data.chunks_exact(m4 * m4).flat_map(|p| bilinear(p, m4, m4, s, s)).collect();
+    let (up_max, _, up_over) = compare_f32(&high.to_host()?.data, &want_high, BILINEAR_REL);
+    let (masks, logits) = ops.postprocess(&low.data, b, (m4, m4), (h, w), true)?;
+    let want_out: Vec<f32> = low.data.chunks_exact(m4 * m4).flat_map(|p| bilinear(p, m4, m4, h, w)).collect();
+    let (out_max, _, out_over) = compare_f32(logits.as_deref().unwrap_or(&[]), &want_out, BILINEAR_REL);
+    let mask_bad =
+        masks.iter().zip(&want_out).filter(|(&m, &v)| m != u8::from(v > 0.0) && v.abs() > BILINEAR_REL).count();
+    let shapes_ok = image.shape() == [1, 3, s, s] && high.shape() == [b, 1, s, s] && masks.len() == want_out.len();
+    let bad = pre_bad + up_over + out_over + mask_bad + usize::from(!shapes_ok);
+    let wall = time_wall(Some(gpu), opts.runs, || ops.preprocess(&frame.data, w, h).map(|_| ()))?;
+    Ok(CheckItem {
+        name: format!("frame ops ({w}x{h} frame, {b} obj)"),
+        count: image.numel() + high.numel() + 2 * want_out.len(),
+        max_abs_err: pre_max.max(up_max).max(out_max),
+        mismatches: bad,
+        tolerance: "preprocess bit-exact; bilinear 1e-6 relative; masks equal away from 0".into(),
+        passed: bad == 0,
+        gpu_kernel_ms: 0.0,
+        gpu_wall_ms: wall,
+        cpu_ms: 0.0,
+        note: format!(
+            "preprocess {pre_bad} differ; upsample {up_over} over tolerance; output logits {out_over} over, masks {mask_bad} \
+             differ; pool allocations {}; gpu wall = one frame's preprocess into a pooled tensor",
+            pool.allocations()
         ),
     })
 }

@@ -31,6 +31,8 @@ mod check_gpu;
 pub mod device;
 #[cfg(feature = "cuda")]
 pub mod device_store;
+#[cfg(feature = "cuda")]
+pub mod frame_ops;
 pub mod gather;
 pub mod kernels;
 pub mod plan;

@@ -250,6 +250,12 @@ impl Postprocessor {
         Ok(())
     }
 
+    /// The logits buffer (written by runs with `keep_logits`; at least as long as the
+    /// last run's output).
+    pub fn logits(&self) -> Option<&CudaSlice<f32>> {
+        self.logits.as_ref()
+    }
+
     /// The masks of the last run, `[B, H, W]` 0/1 (waits for the stream).
     pub fn download_masks(&self, gpu: &Gpu, out: &mut Vec<u8>) -> Result<()> {
         let (b, h, w) = self.last;

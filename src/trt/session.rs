@@ -11,10 +11,11 @@ use std::sync::{Arc, OnceLock};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::ffi::{Context, Engine, Shim};
-use crate::backend::{BankStore, ComponentSession, Value};
+use crate::backend::{BankStore, ComponentSession, FrameOps, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::device::Gpu;
 use crate::gpu::device_store::DeviceBankStore;
+use crate::gpu::frame_ops::DeviceFrameOps;
 use crate::gpu::resident::{DevicePool, DeviceTensor};
 use crate::tracker::mem_inputs::MemLayout;
 use crate::weights::TensorF32;
@@ -73,6 +74,15 @@ impl TrtSession {
     /// Device bytes the engine's activations take.
     pub fn activation_bytes(&self) -> i64 {
         self.engine.device_memory()
+    }
+
+    /// The backend's kernels on this session's stream (compiled on first use).
+    fn kernels(&self) -> Result<Arc<Gpu>> {
+        let stream = self.pool.stream().clone();
+        match self.kernels.get_or_init(|| Gpu::on_stream(stream).map(Arc::new).map_err(|e| e.to_string())) {
+            Ok(g) => Ok(g.clone()),
+            Err(e) => Err(Error::new(ErrorKind::Backend, format!("GPU kernels unavailable: {e}"))),
+        }
     }
 
     fn stream(&self) -> Arc<CudaStream> {
@@ -217,15 +227,18 @@ impl ComponentSession for TrtSession {
         maskmem_pos: &[f32],
         tpos_enc: &[f32],
     ) -> Option<Result<Box<dyn BankStore>>> {
-        let stream = self.pool.stream().clone();
-        let gpu = match self.kernels.get_or_init(|| Gpu::on_stream(stream).map(Arc::new).map_err(|e| e.to_string())) {
-            Ok(g) => g.clone(),
-            Err(e) => return Some(Err(Error::new(ErrorKind::Backend, format!("GPU kernels unavailable: {e}")))),
-        };
-        Some(
+        Some(self.kernels().and_then(|gpu| {
             DeviceBankStore::new(gpu, &self.pool, *layout, maskmem_pos, tpos_enc)
-                .map(|s| Box::new(s) as Box<dyn BankStore>),
-        )
+                .map(|s| Box::new(s) as Box<dyn BankStore>)
+        }))
+    }
+
+    /// Pre/post-processing kernels ([`DeviceFrameOps`]); an error (the tracker then does
+    /// it on the host) when they cannot be compiled.
+    fn frame_ops(&self, image_size: usize, mean: [f32; 3], std: [f32; 3]) -> Option<Result<Box<dyn FrameOps>>> {
+        Some(self.kernels().and_then(|gpu| {
+            DeviceFrameOps::new(gpu, &self.pool, image_size, mean, std).map(|o| Box::new(o) as Box<dyn FrameOps>)
+        }))
     }
 
     fn input_names(&self) -> Vec<String> {

@@ -1,0 +1,102 @@
+//! The TensorRT backend's [`FrameOps`]: the Pillow-exact resize + normalisation and the
+//! torch-exact bilinear (+ threshold) kernels of [`super::prepost`] on the engines' stream.
+//! The image encoder's input and the memory encoder's high-res masks stay on the device
+//! (pooled [`DeviceTensor`]s); the output comes back as u8 masks (and the logits only when
+//! the sink wants them). **Not yet run on a GPU.**
+
+use std::sync::Arc;
+
+use super::device::{cuda_err, Gpu};
+use super::prepost::{Postprocessor, Preprocessor};
+use super::resident::{DevicePool, DeviceTensor};
+use crate::backend::{FrameOps, Postprocessed, Resident, Value};
+use crate::error::{Error, ErrorKind, Result};
+
+pub struct DeviceFrameOps {
+    gpu: Arc<Gpu>,
+    pool: Arc<DevicePool>,
+    size: usize,
+    pre: Preprocessor,
+    /// The memory encoder's upsampling (low-res → S×S) and the output's (→ video size)
+    /// keep their own tables.
+    up: Postprocessor,
+    post: Postprocessor,
+}
+
+impl DeviceFrameOps {
+    pub fn new(gpu: Arc<Gpu>, pool: &Arc<DevicePool>, size: usize, mean: [f32; 3], std: [f32; 3]) -> Result<Self> {
+        let pre = Preprocessor::new(&gpu, size, mean, std)?;
+        Ok(DeviceFrameOps { gpu, pool: pool.clone(), size, pre, up: Postprocessor::new(), post: Postprocessor::new() })
+    }
+
+    /// A pooled copy of the first `n` values of `src` with `shape`.
+    fn pooled_copy(&self, src: &cudarc::driver::CudaSlice<f32>, shape: Vec<usize>, what: &str) -> Result<Value> {
+        let n: usize = shape.iter().product();
+        let mut buf = self.pool.take(n, what)?;
+        let mut dst = buf.slice_mut(0..n);
+        self.gpu
+            .stream()
+            .memcpy_dtod(&src.slice(0..n), &mut dst)
+            .map_err(|e| cuda_err(&format!("copy of {what}"), e))?;
+        Ok(Value::Resident(Arc::new(DeviceTensor::new(&self.pool, buf, shape)) as Arc<dyn Resident>))
+    }
+}
+
+impl FrameOps for DeviceFrameOps {
+    fn name(&self) -> &str {
+        "cuda"
+    }
+
+    fn preprocess(&mut self, rgb8: &[u8], w: usize, h: usize) -> Result<Value> {
+        self.pre.run(&self.gpu, rgb8, w, h, false)?;
+        let s = self.size;
+        self.pooled_copy(self.pre.output(), vec![1, 3, s, s], "image")
+    }
+
+    fn upsample(&mut self, low: &Value, oh: usize, ow: usize) -> Result<Value> {
+        let shape = low.shape().to_vec();
+        let [b, 1, h, w] = shape[..] else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("upsample of shape {shape:?}, expected [B, 1, h, w]"),
+            ));
+        };
+        let own = match low {
+            Value::Resident(r) => r.as_any().downcast_ref::<DeviceTensor>().filter(|d| d.on_stream(self.pool.stream())),
+            Value::Host(_) => None,
+        };
+        match own {
+            Some(d) => {
+                let n = b * h * w;
+                let input = self.up.input(&self.gpu, n)?;
+                let mut dst = input.slice_mut(0..n);
+                self.gpu.stream().memcpy_dtod(&d.view(), &mut dst).map_err(|e| cuda_err("copy of low-res masks", e))?;
+                self.up.run(&self.gpu, b, (h, w), (oh, ow), true)?;
+            }
+            None => self.up.run_host(&self.gpu, &low.to_host()?.data, b, (h, w), (oh, ow), true)?,
+        }
+        let logits = self.up.logits().ok_or_else(|| Error::new(ErrorKind::Backend, "upsampling kept no logits"))?;
+        self.pooled_copy(logits, vec![b, 1, oh, ow], "mask_high_res")
+    }
+
+    fn postprocess(
+        &mut self,
+        low: &[f32],
+        b: usize,
+        in_hw: (usize, usize),
+        out_hw: (usize, usize),
+        logits: bool,
+    ) -> Result<Postprocessed> {
+        self.post.run_host(&self.gpu, low, b, in_hw, out_hw, logits)?;
+        let mut masks = Vec::new();
+        self.post.download_masks(&self.gpu, &mut masks)?;
+        let logits = if logits {
+            let mut l = Vec::new();
+            self.post.download_logits(&self.gpu, &mut l)?;
+            Some(l)
+        } else {
+            None
+        };
+        Ok((masks, logits))
+    }
+}
