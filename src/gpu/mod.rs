@@ -12,15 +12,21 @@
 //!   slots reused across frames, and a gather that builds the memory-attention inputs in
 //!   device buffers exactly as `tracker::mem_inputs::assemble` does on the host.
 //!
+//! The TensorRT backend wires them into tracking through the backend interfaces:
+//! `resident` (engine outputs kept in pooled device buffers on the one stream),
+//! `device_store` (the memory bank as a [`crate::backend::BankStore`]) and
+//! `frame_ops` (pre/post-processing as [`crate::backend::FrameOps`]).
+//!
 //! **Status: not yet run on a GPU.** Checked on CPU only: the tables and the kernels'
 //! arithmetic (Rust twins in [`plan`]), and the CUDA C source itself, compiled as C++ with
 //! an emulation of the CUDA built-ins (`tests/gpu_kernels_emulated.rs`), bit-exact against
-//! the CPU functions. `tamrt gpu-check` runs every kernel against the CPU functions on a GPU
-//! machine and reports errors and timings. The tracker does not use these paths yet (its
-//! engines still take host tensors).
+//! the CPU functions; the tracker's side of the interfaces with a host stand-in
+//! (`tests/tracker.rs`). `tamrt gpu-check` runs every kernel, the pooled tensors, the bank
+//! store and the frame ops against the CPU functions on a GPU machine and reports errors
+//! and timings.
 //!
 //! [`plan`], [`gather`] and [`kernels`] are plain Rust (always compiled, tested without
-//! CUDA); `device`, `prepost`, `bank` need the `cuda` feature.
+//! CUDA); the others need the `cuda` feature.
 
 #[cfg(feature = "cuda")]
 pub mod bank;
