@@ -2,8 +2,8 @@
 //! for the CPU with an emulation of the CUDA built-ins (tests/kernel_emu/), run with the
 //! tables and launch geometry `tamrt::gpu::plan` computes, must give the CPU reference
 //! functions' outputs bit for bit: Pillow resize + normalisation, bilinear + threshold,
-//! bf16 conversion, and the memory gather (channel-major through the shared-memory tile
-//! transpose, token-major, pointers). This checks the kernels' indexing and arithmetic
+//! bf16 conversion, the memory gather (channel-major through the shared-memory tile
+//! transpose, token-major, pointers) and hole filling. This checks the kernels' indexing and arithmetic
 //! without a GPU; it says nothing about NVRTC or the hardware (`tamrt gpu-check` does).
 //! Needs a C++20 compiler (`$CXX`, default `c++`; g++ 12 on the CI machine).
 
@@ -14,10 +14,11 @@ use half::bf16;
 use tamrt::gpu::kernels::SOURCE;
 use tamrt::gpu::plan::{
     gather_table, launch_1d, launch_gather_channel_major, launch_pil_horizontal, launch_plane, normalize_lut,
-    BilinearPlan, Launch, PilResizePlan, SplitMix,
+    BilinearPlan, Launch, PilResizePlan, SplitMix, HOLE_MAX,
 };
 use tamrt::tracker::frames::normalize_resized;
 use tamrt::tracker::mem_inputs::{assemble, MemLayout, ObjectSelection};
+use tamrt::tracker::ops::fill_holes;
 use tamrt::tracker::resize::{bilinear, pil_resize_rgb8};
 
 fn wr<T: Copy>(dir: &Path, name: &str, v: &[T]) {
@@ -175,6 +176,31 @@ fn cuda_kernel_source_equals_cpu_references_under_emulation() {
         let kv: Vec<(&str, i64)> = kv.iter().map(|&(k, v)| (k, v as i64)).collect();
         meta(&d, &kv, &[("m", mem_launch), ("p", launch_1d(ptr_n).unwrap())]);
     }
+    // hole filling: the decoder's low-res planes (2 objects), a dense small plane at the
+    // kernel's largest area, and area 0 (no-op)
+    let mut scratch = Vec::new();
+    for (i, &(b, h, w, area, density)) in
+        [(2, 256, 256, 8, 0.3f32), (1, 40, 30, HOLE_MAX, 0.6), (1, 16, 16, 0, 0.5)].iter().enumerate()
+    {
+        let d = case_dir(&root, &mut cases, "holes", &format!("holes{i}"));
+        let src: Vec<f32> = (0..b * h * w)
+            .map(|k| match k % 61 {
+                5 => f32::NAN,
+                9 => -0.0,
+                _ if rng.uniform(0.0, 1.0) < density => -rng.uniform(0.0, 9.0),
+                _ => rng.uniform(1e-3, 9.0),
+            })
+            .collect();
+        let mut want = src.clone();
+        for plane in want.chunks_mut(h * w) {
+            fill_holes(plane, h, w, area, &mut scratch);
+        }
+        wr(&d, "src", &src);
+        wr(&d, "want", &want);
+        let kv: Vec<(&str, i64)> =
+            [("b", b), ("h", h), ("w", w), ("area", area)].iter().map(|&(k, v)| (k, v as i64)).collect();
+        meta(&d, &kv, &[("", launch_plane(w, h, b).unwrap())]);
+    }
     std::fs::write(root.join("cases.txt"), &cases).unwrap();
 
     // build the harness with the kernel source as the library holds it
@@ -199,7 +225,7 @@ fn cuda_kernel_source_equals_cpu_references_under_emulation() {
     // every case ran and compared something
     assert_eq!(
         text.lines().filter(|l| l.contains(" of ") && l.contains(" 0 of ")).count(),
-        5 * 2 + 4 * 2 + 2 + 3 * 4,
+        5 * 2 + 4 * 2 + 2 + 3 * 4 + 3,
         "{text}"
     );
     let _ = std::fs::remove_dir_all(&root);

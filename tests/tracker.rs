@@ -421,8 +421,10 @@ struct ResidencyLog {
     stored: (usize, usize),
     released: usize,
     gathers: usize,
-    /// frame ops calls: preprocess, upsample, postprocess (with logits)
-    frame_ops: [usize; 4],
+    /// frame ops calls: preprocess, upsample, postprocess (without, with logits), fill holes
+    frame_ops: [usize; 5],
+    /// output planes given to the frame ops resident / on the host
+    output_planes: (usize, usize),
 }
 
 type Log = std::sync::Arc<Mutex<ResidencyLog>>;
@@ -565,15 +567,28 @@ impl FrameOps for KeptFrameOps {
         let high: Vec<f32> = t.data.chunks_exact(h * w).flat_map(|p| bilinear(p, h, w, oh, ow)).collect();
         Ok(kept(TensorF32::new(vec![b, 1, oh, ow], high), "mask_high_res", &self.log))
     }
+    fn fill_holes(&mut self, low: &Value, max_area: usize) -> tamrt::Result<Value> {
+        self.log.lock().unwrap().frame_ops[4] += 1;
+        let mut t = own(low).clone();
+        let (h, w) = (t.shape[2], t.shape[3]);
+        let mut scratch = Vec::new();
+        for plane in t.data.chunks_mut(h * w) {
+            fill_holes(plane, h, w, max_area, &mut scratch);
+        }
+        Ok(kept(t, "filled", &self.log))
+    }
     fn postprocess(
         &mut self,
-        low: &[f32],
-        _b: usize,
-        (h, w): (usize, usize),
+        lows: &[Value],
         (oh, ow): (usize, usize),
         logits: bool,
     ) -> tamrt::Result<tamrt::backend::Postprocessed> {
-        self.log.lock().unwrap().frame_ops[2 + usize::from(logits)] += 1;
+        let mut log = self.log.lock().unwrap();
+        log.frame_ops[2 + usize::from(logits)] += 1;
+        log.output_planes.0 += lows.iter().filter(|v| matches!(v, Value::Resident(_))).count();
+        log.output_planes.1 += lows.iter().filter(|v| matches!(v, Value::Host(_))).count();
+        let (h, w) = (lows[0].shape()[2], lows[0].shape()[3]);
+        let low: Vec<f32> = lows.iter().flat_map(|v| own(v).data.clone()).collect();
         let up: Vec<f32> = low.chunks_exact(h * w).flat_map(|p| bilinear(p, h, w, oh, ow)).collect();
         let masks = up.iter().map(|&v| u8::from(v > 0.0)).collect();
         Ok((masks, logits.then_some(up)))
@@ -665,18 +680,23 @@ fn track_keeping(scenario: &str, store: bool, ops: bool) -> ResidencyLog {
     log
 }
 
-/// Prompt-decoder calls: each brings its low-res masks to the host once (hole filling and
-/// the output start there).
-fn decoder_calls(log: &ResidencyLog) -> usize {
+/// Prompt-decoder calls whose low-res masks the host reads (each copies them once): all but
+/// those for mask prompts, which only take the object pointer.
+fn host_low_res_reads(log: &ResidencyLog, scenario: &str) -> usize {
     let (resident, host) = log.inputs["prompt_decoder image_embed"];
-    resident + host
+    resident + host - prompt_count(scenario, true)
 }
 
-fn point_prompts(scenario: &str) -> usize {
+/// Prompts of `scenario` with (`mask`) or without a mask.
+fn prompt_count(scenario: &str, mask: bool) -> usize {
     let prompts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture().join(format!("prompts_{scenario}.json"))).unwrap())
             .unwrap();
-    prompts["prompts"].as_array().unwrap().iter().filter(|p| p.get("mask").is_none()).count()
+    prompts["prompts"].as_array().unwrap().iter().filter(|p| p.get("mask").is_some() == mask).count()
+}
+
+fn point_prompts(scenario: &str) -> usize {
+    prompt_count(scenario, false)
 }
 
 /// With a backend that keeps outputs where it ran them (TensorRT: device memory), the
@@ -692,7 +712,8 @@ fn resident_features_stay_with_the_backend_and_tracking_is_unchanged() {
     assert_eq!(log.downloads.get("vision_feat"), Some(&n_points));
     assert!(log.downloads.get("maskmem_features").is_some_and(|&n| n > 0), "{:?}", log.downloads);
     assert_eq!(log.downloads.get("maskmem_pos_enc"), Some(&1), "position encoding: first memory only");
-    assert_eq!(log.downloads.get("low_res_masks"), Some(&decoder_calls(&log)), "the low-res output, once per call");
+    let reads = host_low_res_reads(&log, "forward");
+    assert_eq!(log.downloads.get("low_res_masks"), Some(&reads), "the low-res output, once per call");
     assert_eq!(log.downloads.len(), 4, "nothing else crosses: {:?}", log.downloads);
     assert_eq!(log.gathers, 0);
     let given = |k: &str| *log.inputs.get(k).unwrap_or_else(|| panic!("no input {k} given: {:?}", log.inputs));
@@ -727,7 +748,7 @@ fn a_backend_memory_bank_keeps_memories_off_the_host_and_tracking_is_unchanged()
         assert_eq!(
             downloads,
             vec![
-                ("low_res_masks", decoder_calls(&log)),
+                ("low_res_masks", host_low_res_reads(&log, scenario)),
                 ("maskmem_pos_enc", 1),
                 ("vision_feat", point_prompts(scenario))
             ],
@@ -743,15 +764,15 @@ fn a_backend_memory_bank_keeps_memories_off_the_host_and_tracking_is_unchanged()
 
 /// With the image encoder's backend doing the frame pre/post-processing (as TensorRT does
 /// with CUDA kernels), every encoded frame is preprocessed there, the memory encoder's
-/// high-res masks are upsampled there from the decoder's resident output, every output
-/// frame is postprocessed there, and the result is unchanged; the only host copies left
-/// are the decoder's low-res masks (hole filling and the output start from them),
-/// `vision_feat` for points/box prompts and the position encoding once.
+/// high-res masks are upsampled and the outputs' holes filled there from the decoder's
+/// resident output, every output frame is postprocessed there, and the result is
+/// unchanged; the only host copies left are the decoder's low-res masks and `vision_feat`
+/// for points/box prompts, and the position encoding once.
 #[test]
 fn backend_frame_ops_do_the_pre_and_post_processing_and_tracking_is_unchanged() {
     for scenario in ["forward", "reverse"] {
         let log = track_keeping(scenario, true, true);
-        let [pre, up, post, post_logits] = log.frame_ops;
+        let [pre, up, post, post_logits, holes] = log.frame_ops;
         let encoded = log.inputs["image_encoder image"];
         assert_eq!((encoded.0, encoded.1), (pre, 0), "{scenario}: every image input made by the frame ops");
         assert!(pre > 0 && up > 0, "{scenario}: {:?}", log.frame_ops);
@@ -759,9 +780,15 @@ fn backend_frame_ops_do_the_pre_and_post_processing_and_tracking_is_unchanged() 
         assert_eq!(enc_calls, (up, 0), "{scenario}: every memory encoder input upsampled by the frame ops");
         // CollectSink wants logits; 8 frames
         assert_eq!((post, post_logits), (0, 8), "{scenario}");
+        // holes filled there for the tracked objects' outputs, which stay there; prompted
+        // objects' outputs come from the host
+        assert!(holes > 0, "{scenario}");
+        assert!(log.output_planes.0 > 0 && log.output_planes.1 > 0, "{scenario}: {:?}", log.output_planes);
+        // the decoder's low-res masks cross only for points/box prompts (the prompt's
+        // output and its refinement input are kept on the host)
         let downloads: Vec<(&str, usize)> = log.downloads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let want = vec![
-            ("low_res_masks", decoder_calls(&log)),
+            ("low_res_masks", point_prompts(scenario)),
             ("maskmem_pos_enc", 1),
             ("vision_feat", point_prompts(scenario)),
         ];

@@ -408,26 +408,37 @@ fn check_frame_ops(gpu: &Gpu, opts: &CheckOptions, rng: &mut SplitMix) -> Result
     let high = ops.upsample(&resident, s, s)?;
     let want_high: Vec<f32> = low.data.chunks_exact(m4 * m4).flat_map(|p| bilinear(p, m4, m4, s, s)).collect();
     let (up_max, _, up_over) = compare_f32(&high.to_host()?.data, &want_high, BILINEAR_REL);
-    let (masks, logits) = ops.postprocess(&low.data, b, (m4, m4), (h, w), true)?;
+    // hole filling of the resident planes (area 8, the predictor's), then the output from
+    // one device plane and one host plane (a prompt's output)
+    let filled = ops.fill_holes(&resident, 8)?.to_host()?.into_owned();
+    let mut want_filled = low.data.clone();
+    let mut scratch = Vec::new();
+    for plane in want_filled.chunks_mut(m4 * m4) {
+        crate::tracker::ops::fill_holes(plane, m4, m4, 8, &mut scratch);
+    }
+    let (_, holes_bad, _) = compare_f32(&filled.data, &want_filled, 0.0);
+    let parts = [resident.rows(0, 1)?, Value::Host(TensorF32::new(vec![1, 1, m4, m4], low.data[m4 * m4..].to_vec()))];
+    let (masks, logits) = ops.postprocess(&parts, (h, w), true)?;
     let want_out: Vec<f32> = low.data.chunks_exact(m4 * m4).flat_map(|p| bilinear(p, m4, m4, h, w)).collect();
     let (out_max, _, out_over) = compare_f32(logits.as_deref().unwrap_or(&[]), &want_out, BILINEAR_REL);
     let mask_bad =
         masks.iter().zip(&want_out).filter(|(&m, &v)| m != u8::from(v > 0.0) && v.abs() > BILINEAR_REL).count();
     let shapes_ok = image.shape() == [1, 3, s, s] && high.shape() == [b, 1, s, s] && masks.len() == want_out.len();
-    let bad = pre_bad + up_over + out_over + mask_bad + usize::from(!shapes_ok);
+    let bad = pre_bad + up_over + holes_bad + out_over + mask_bad + usize::from(!shapes_ok);
     let wall = time_wall(Some(gpu), opts.runs, || ops.preprocess(&frame.data, w, h).map(|_| ()))?;
     Ok(CheckItem {
         name: format!("frame ops ({w}x{h} frame, {b} obj)"),
         count: image.numel() + high.numel() + 2 * want_out.len(),
         max_abs_err: pre_max.max(up_max).max(out_max),
         mismatches: bad,
-        tolerance: "preprocess bit-exact; bilinear 1e-6 relative; masks equal away from 0".into(),
+        tolerance: "preprocess and hole filling bit-exact; bilinear 1e-6 relative; masks equal away from 0".into(),
         passed: bad == 0,
         gpu_kernel_ms: 0.0,
         gpu_wall_ms: wall,
         cpu_ms: 0.0,
         note: format!(
-            "preprocess {pre_bad} differ; upsample {up_over} over tolerance; output logits {out_over} over, masks {mask_bad} \
+            "preprocess {pre_bad} differ; upsample {up_over} over tolerance; hole filling {holes_bad} differ; output \
+             logits {out_over} over, masks {mask_bad} \
              differ; pool allocations {}; gpu wall = one frame's preprocess into a pooled tensor",
             pool.allocations()
         ),

@@ -114,6 +114,7 @@ pub(crate) enum K {
     GatherTm = 4,
     GatherCm = 5,
     GatherPtrs = 6,
+    FillHoles = 7,
 }
 
 impl Gpu {

@@ -1,13 +1,14 @@
 //! The TensorRT backend's [`FrameOps`]: the Pillow-exact resize + normalisation and the
 //! torch-exact bilinear (+ threshold) kernels of [`super::prepost`] on the engines' stream.
-//! The image encoder's input and the memory encoder's high-res masks stay on the device
-//! (pooled [`DeviceTensor`]s); the output comes back as u8 masks (and the logits only when
-//! the sink wants them). **Not yet run on a GPU.**
+//! The image encoder's input, the memory encoder's high-res masks and the hole-filled
+//! low-res output stay on the device (pooled [`DeviceTensor`]s); the output comes back as
+//! u8 masks (and the logits only when the sink wants them). **Not yet run on a GPU.**
 
 use std::sync::Arc;
 
 use super::device::{cuda_err, Gpu};
-use super::prepost::{Postprocessor, Preprocessor};
+use super::plan;
+use super::prepost::{fill_holes, Postprocessor, Preprocessor};
 use super::resident::{DevicePool, DeviceTensor};
 use crate::backend::{FrameOps, Postprocessed, Resident, Value};
 use crate::error::{Error, ErrorKind, Result};
@@ -27,6 +28,14 @@ impl DeviceFrameOps {
     pub fn new(gpu: Arc<Gpu>, pool: &Arc<DevicePool>, size: usize, mean: [f32; 3], std: [f32; 3]) -> Result<Self> {
         let pre = Preprocessor::new(&gpu, size, mean, std)?;
         Ok(DeviceFrameOps { gpu, pool: pool.clone(), size, pre, up: Postprocessor::new(), post: Postprocessor::new() })
+    }
+
+    /// `v` when it is a device tensor of this stream.
+    fn own<'v>(&self, v: &'v Value) -> Option<&'v DeviceTensor> {
+        match v {
+            Value::Resident(r) => r.as_any().downcast_ref::<DeviceTensor>().filter(|d| d.on_stream(self.pool.stream())),
+            Value::Host(_) => None,
+        }
     }
 
     /// A pooled copy of the first `n` values of `src` with `shape`.
@@ -61,11 +70,7 @@ impl FrameOps for DeviceFrameOps {
                 format!("upsample of shape {shape:?}, expected [B, 1, h, w]"),
             ));
         };
-        let own = match low {
-            Value::Resident(r) => r.as_any().downcast_ref::<DeviceTensor>().filter(|d| d.on_stream(self.pool.stream())),
-            Value::Host(_) => None,
-        };
-        match own {
+        match self.own(low) {
             Some(d) => {
                 let n = b * h * w;
                 let input = self.up.input(&self.gpu, n)?;
@@ -79,15 +84,69 @@ impl FrameOps for DeviceFrameOps {
         self.pooled_copy(logits, vec![b, 1, oh, ow], "mask_high_res")
     }
 
-    fn postprocess(
-        &mut self,
-        low: &[f32],
-        b: usize,
-        in_hw: (usize, usize),
-        out_hw: (usize, usize),
-        logits: bool,
-    ) -> Result<Postprocessed> {
-        self.post.run_host(&self.gpu, low, b, in_hw, out_hw, logits)?;
+    fn fill_holes(&mut self, low: &Value, max_area: usize) -> Result<Value> {
+        let shape = low.shape().to_vec();
+        let [b, 1, h, w] = shape[..] else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("hole filling of shape {shape:?}, expected [B, 1, h, w]"),
+            ));
+        };
+        if max_area > plan::HOLE_MAX {
+            // beyond the kernel's per-thread list: on the host
+            let mut t = low.to_host()?.into_owned();
+            let mut scratch = Vec::new();
+            for plane in t.data.chunks_mut(h * w) {
+                crate::tracker::ops::fill_holes(plane, h, w, max_area, &mut scratch);
+            }
+            return Ok(Value::Host(t));
+        }
+        let uploaded;
+        let src = match self.own(low) {
+            Some(d) => d,
+            None => {
+                let host = low.to_host()?;
+                uploaded = self.pool.upload(&host, "low_res_masks")?;
+                &uploaded
+            }
+        };
+        let mut out = self.pool.take(b * h * w, "filled low-res masks")?;
+        fill_holes(&self.gpu, &src.view(), &mut out, b, h, w, max_area)?;
+        Ok(Value::Resident(Arc::new(DeviceTensor::new(&self.pool, out, shape)) as Arc<dyn Resident>))
+    }
+
+    fn postprocess(&mut self, lows: &[Value], out_hw: (usize, usize), logits: bool) -> Result<Postprocessed> {
+        let first = lows.first().ok_or_else(|| Error::new(ErrorKind::InvalidInput, "postprocess of no masks"))?;
+        let plane = first.shape().get(1..).unwrap_or(&[]).to_vec();
+        let [1, h, w] = plane[..] else {
+            return Err(Error::new(ErrorKind::InvalidInput, format!("output of shape {:?}", first.shape())));
+        };
+        if let Some(v) = lows.iter().find(|v| v.shape().get(1..) != Some(&plane[..])) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("output planes {:?} and {:?}", first.shape(), v.shape()),
+            ));
+        }
+        let b: usize = lows.iter().map(|v| v.shape()[0]).sum();
+        let per = h * w;
+        let stream = self.gpu.stream().clone();
+        // the planes in object order into the postprocessor's input: device ones copied
+        // on the device, host ones (prompt outputs) uploaded
+        let mut at = 0;
+        for v in lows {
+            let n = v.shape()[0] * per;
+            let own = self.own(v).map(|d| d.view());
+            let input = self.post.input(&self.gpu, b * per)?;
+            let mut dst = input.slice_mut(at..at + n);
+            match own {
+                Some(src) => stream.memcpy_dtod(&src, &mut dst).map_err(|e| cuda_err("copy of an output plane", e))?,
+                None => stream
+                    .memcpy_htod(&v.to_host()?.data, &mut dst)
+                    .map_err(|e| cuda_err("upload of an output plane", e))?,
+            }
+            at += n;
+        }
+        self.post.run(&self.gpu, b, (h, w), out_hw, logits)?;
         let mut masks = Vec::new();
         self.post.download_masks(&self.gpu, &mut masks)?;
         let logits = if logits {

@@ -4,7 +4,7 @@
 //! host-side arithmetic twin is the `apply_host` of its table in `plan.rs`.
 
 /// Kernel names, in the order `device::Gpu` loads them.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "pil_horizontal",
     "pil_vertical_normalize",
     "bilinear_threshold",
@@ -12,6 +12,7 @@ pub const NAMES: [&str; 7] = [
     "gather_memory_token_major",
     "gather_memory_channel_major",
     "gather_ptrs",
+    "fill_holes_bounded",
 ];
 
 /// The program. `PREC_BITS` must equal `resize::PRECISION_BITS` (22) and `TILE` / `ROWS`
@@ -21,6 +22,7 @@ pub const SOURCE: &str = r#"
 #define PIL_HALF (1u << (PREC_BITS - 1))
 #define TILE 32
 #define ROWS 8
+#define HOLE_MAX 64
 
 __device__ __forceinline__ unsigned char clip8(unsigned int acc) {
     int v = ((int)acc) >> PREC_BITS;
@@ -211,6 +213,47 @@ extern "C" __global__ void gather_ptrs(
     ptrs[idx] = ptr_bank[(long long)slot * c + k2 * m + ch];
     ptrs_pos[idx] = pos_rows[(long long)prow * m + ch];
 }
+
+// fill_holes_in_mask_scores on blockIdx.z's [h][w] plane, out of place: a background
+// pixel (v <= 0) becomes 0.1 when its 8-connected background component has at most
+// max_area (<= HOLE_MAX) pixels. Each thread explores its own pixel's component
+// breadth-first in the scan order of tracker::ops::fill_holes and stops at max_area + 1
+// pixels, which is enough to tell; no atomics, no communication between threads.
+extern "C" __global__ void fill_holes_bounded(
+    const float* __restrict__ src, float* __restrict__ dst, int h, int w, int max_area)
+{
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= w || y >= h) return;
+    const float* plane = src + (size_t)blockIdx.z * h * w;
+    size_t o = (size_t)blockIdx.z * h * w + (size_t)y * w + x;
+    float v = plane[(size_t)y * w + x];
+    if (!(v <= 0.0f)) {
+        dst[o] = v;
+        return;
+    }
+    int seen[HOLE_MAX + 1];
+    int n = 1, head = 0;
+    seen[0] = y * w + x;
+    while (head < n && n <= max_area) {
+        int p = seen[head++];
+        int py = p / w, px = p % w;
+        for (int dy = -1; dy <= 1 && n <= max_area; ++dy) {
+            int yy = py + dy;
+            if (yy < 0 || yy >= h) continue;
+            for (int dx = -1; dx <= 1 && n <= max_area; ++dx) {
+                int xx = px + dx;
+                if (xx < 0 || xx >= w) continue;
+                int q = yy * w + xx;
+                if (!(plane[q] <= 0.0f)) continue;
+                int known = 0;
+                for (int k = 0; k < n; ++k) known |= seen[k] == q;
+                if (!known) seen[n++] = q;
+            }
+        }
+    }
+    dst[o] = n <= max_area ? 0.1f : v;
+}
 "#;
 
 #[cfg(test)]
@@ -222,6 +265,7 @@ mod tests {
         assert!(SOURCE.contains(&format!("#define PREC_BITS {}", crate::tracker::resize::PRECISION_BITS)));
         assert!(SOURCE.contains(&format!("#define TILE {}", super::super::plan::GATHER_TILE)));
         assert!(SOURCE.contains(&format!("#define ROWS {}", super::super::plan::GATHER_ROWS)));
+        assert!(SOURCE.contains(&format!("#define HOLE_MAX {}", super::super::plan::HOLE_MAX)));
         for n in NAMES {
             assert!(SOURCE.contains(&format!("extern \"C\" __global__ void {n}(")), "kernel {n} in the source");
         }

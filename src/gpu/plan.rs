@@ -275,6 +275,53 @@ pub fn launch_gather_channel_major(n_tok: usize, m: usize, planes: usize) -> Res
 pub const GATHER_TILE: usize = 32;
 pub const GATHER_ROWS: u32 = 8;
 
+/// Largest `fill_hole_area` the device kernel handles (its per-thread list of pixels);
+/// larger areas are filled on the host.
+pub const HOLE_MAX: usize = 64;
+
+/// The `fill_holes_bounded` kernel's arithmetic on one `[h, w]` plane (out of place): a
+/// background pixel becomes 0.1 when a breadth-first walk of its 8-connected background
+/// component, stopped at `max_area + 1` pixels, ends within `max_area`. Equal to
+/// `tracker::ops::fill_holes` (tested below).
+pub fn fill_holes_host(src: &[f32], h: usize, w: usize, max_area: usize) -> Vec<f32> {
+    let mut out = src.to_vec();
+    let mut seen: Vec<usize> = Vec::with_capacity(max_area + 1);
+    for y in 0..h {
+        for x in 0..w {
+            let v = src[y * w + x];
+            if v.is_nan() || v > 0.0 || max_area == 0 {
+                continue;
+            }
+            seen.clear();
+            seen.push(y * w + x);
+            let mut head = 0;
+            while head < seen.len() && seen.len() <= max_area {
+                let p = seen[head];
+                head += 1;
+                let (py, px) = ((p / w) as i64, (p % w) as i64);
+                'scan: for yy in py - 1..=py + 1 {
+                    for xx in px - 1..=px + 1 {
+                        if seen.len() > max_area {
+                            break 'scan;
+                        }
+                        if yy < 0 || yy >= h as i64 || xx < 0 || xx >= w as i64 {
+                            continue;
+                        }
+                        let q = yy as usize * w + xx as usize;
+                        if src[q] <= 0.0 && !seen.contains(&q) {
+                            seen.push(q);
+                        }
+                    }
+                }
+            }
+            if seen.len() <= max_area {
+                out[y * w + x] = 0.1;
+            }
+        }
+    }
+    out
+}
+
 /// A request for `need` elements takes the smallest free buffer that holds them and is
 /// at most twice as large (so a small tensor does not pin a large buffer); None: allocate.
 pub fn pick_buffer(free: &[usize], need: usize) -> Option<usize> {
@@ -512,6 +559,32 @@ mod tests {
         assert_eq!(pick_buffer(&[8, 21], 10), None, "21 > 2 × 10: allocate instead");
         assert_eq!(pick_buffer(&[20], 10), Some(0));
         assert_eq!(pick_buffer(&[1], 0), Some(0), "empty tensors get a 1-element buffer");
+    }
+
+    #[test]
+    fn bounded_hole_filling_equals_the_connected_components_one() {
+        let mut rng = SplitMix(11);
+        let mut scratch = Vec::new();
+        for (h, w) in [(1, 1), (1, 7), (9, 5), (32, 32), (64, 48)] {
+            for density in [0.1f32, 0.5, 0.9] {
+                for max_area in [0usize, 1, 2, 8, 20, HOLE_MAX] {
+                    let src: Vec<f32> = (0..h * w)
+                        .map(|i| match i % 53 {
+                            7 => f32::NAN,
+                            11 => -0.0,
+                            13 => 0.0,
+                            _ if rng.uniform(0.0, 1.0) < density => -rng.uniform(0.0, 5.0),
+                            _ => rng.uniform(1e-3, 5.0),
+                        })
+                        .collect();
+                    let mut want = src.clone();
+                    let changed = crate::tracker::ops::fill_holes(&mut want, h, w, max_area, &mut scratch);
+                    let got = fill_holes_host(&src, h, w, max_area);
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{h}x{w} density {density} max_area {max_area} ({changed} filled on the host)");
+                }
+            }
+        }
     }
 
     #[test]

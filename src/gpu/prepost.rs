@@ -1,7 +1,7 @@
 //! Device-resident frame preprocessing and logits postprocessing (buffers kept across
 //! frames, grown only; tables uploaded once per size). **Not yet run on a GPU.**
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
 
 use super::device::{cfg, ensure, launch_err, Gpu, K};
 use super::plan::{self, BilinearPlan, PilResizePlan};
@@ -275,4 +275,42 @@ impl Postprocessor {
         out.resize(b * h * w, 0.0);
         gpu.copy_out(l, out, "logits")
     }
+}
+
+/// `fill_holes_in_mask_scores` on the device (`fill_holes_bounded`): `b` planes `[h, w]`
+/// of `src` into `dst` (asynchronous); `max_area` at most [`plan::HOLE_MAX`].
+#[allow(clippy::too_many_arguments)]
+pub fn fill_holes(
+    gpu: &Gpu,
+    src: &CudaView<f32>,
+    dst: &mut CudaSlice<f32>,
+    b: usize,
+    h: usize,
+    w: usize,
+    max_area: usize,
+) -> Result<()> {
+    if max_area > plan::HOLE_MAX || src.len() < b * h * w || dst.len() < b * h * w {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("hole filling of {b}x{h}x{w} (area {max_area}, at most {}): wrong sizes", plan::HOLE_MAX),
+        ));
+    }
+    if b * h * w == 0 {
+        return Ok(());
+    }
+    let (hi, wi, ai) = (h as i32, w as i32, max_area as i32);
+    // SAFETY: arguments match `fill_holes_bounded`; both buffers hold b·h·w floats and the
+    // grid covers exactly the planes (threads outside w × h return).
+    unsafe {
+        gpu.stream()
+            .launch_builder(gpu.func(K::FillHoles))
+            .arg(src)
+            .arg(dst)
+            .arg(&hi)
+            .arg(&wi)
+            .arg(&ai)
+            .launch(cfg(plan::launch_plane(w, h, b)?))
+            .map_err(launch_err("fill_holes_bounded"))?;
+    }
+    Ok(())
 }

@@ -43,10 +43,8 @@ const FEATURES: [&str; 4] = ["high_res_feat0", "high_res_feat1", "vision_feat", 
 
 /// Prompt-decoder outputs the tracker uses.
 pub struct DecoderOut {
-    /// `[B, 1, 4E, 4E]`
-    pub low_res_masks: TensorF32,
-    /// The same where the backend keeps it (None: only on the host).
-    pub low_res_resident: Option<Value>,
+    /// `[B, 1, 4E, 4E]`, where the backend keeps it (copied to the host only when asked)
+    pub low_res_masks: Value,
     /// `[B, C]`
     pub obj_ptr: TensorF32,
     /// `[B, 1]`
@@ -231,17 +229,9 @@ impl TrackerModels {
             ],
             &["low_res_masks"],
         )?;
-        let (low_res_masks, low_res_resident) = match take_output(&mut out, "low_res_masks")? {
-            Value::Host(t) => (t, None),
-            v => (v.to_host()?.into_owned(), Some(v)),
-        };
+        let low_res_masks = take_output(&mut out, "low_res_masks")?;
         let mut host = |name| take_output(&mut out, name)?.to_host().map(|t| t.into_owned());
-        Ok(DecoderOut {
-            low_res_masks,
-            low_res_resident,
-            obj_ptr: host("obj_ptr")?,
-            object_score_logits: host("object_score_logits")?,
-        })
+        Ok(DecoderOut { low_res_masks, obj_ptr: host("obj_ptr")?, object_score_logits: host("object_score_logits")? })
     }
 
     /// Memory encoder on a batch of objects of one frame (`vision_feat`: the frame's

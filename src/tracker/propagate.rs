@@ -115,7 +115,7 @@ impl Tracker<'_> {
                     }
                 }
                 let d = self.models.decode(&Value::Host(embed), feats, pc, pl, mask_input, has, multimask)?;
-                (d.low_res_masks.data, d.obj_ptr.data, d.object_score_logits.data[0])
+                (d.low_res_masks.to_host()?.into_owned().data, d.obj_ptr.data, d.object_score_logits.data[0])
             }
             PromptKind::Mask { width, height, mask } => {
                 // add_new_mask + _use_mask_as_output
@@ -316,11 +316,12 @@ impl Tracker<'_> {
         let rules = self.rules();
         let nobj = self.objects.len();
         // low-res output per object (hole-filled)
-        let mut low_out: Vec<Option<Vec<f32>>> = vec![None; nobj];
+        let m4 = 4 * self.models.config().embed_side();
+        let mut low_out: Vec<Option<Value>> = vec![None; nobj];
         let mut run: Vec<usize> = Vec::new();
         for (i, o) in self.objects.iter_mut().enumerate() {
             if let Some(cf) = o.mem.cond_frame(f) {
-                low_out[i] = Some(cf.pred_masks.clone());
+                low_out[i] = Some(Value::Host(TensorF32::new(vec![1, 1, m4, m4], cf.pred_masks.clone())));
                 if self.opts.clear_non_cond_mem_around_input {
                     o.mem.clear_non_cond_around(f, &rules);
                 }
@@ -348,7 +349,7 @@ impl Tracker<'_> {
         reverse: bool,
         run: &[usize],
         feats: &FrameFeatures,
-        low_out: &mut [Option<Vec<f32>>],
+        low_out: &mut [Option<Value>],
     ) -> Result<()> {
         let cfg = self.models.config().clone();
         let (s, e, c) = (cfg.image_size, cfg.embed_side(), cfg.hidden_dim());
@@ -411,12 +412,17 @@ impl Tracker<'_> {
             let d = self.models.decode(&embed, feats, pc, pl, mi, has, multimask)?;
             // memory encoder on the (unfilled) high-res masks, sigmoid (not binarized)
             let t_host = Instant::now();
-            let high = match self.frame_ops.as_mut() {
-                Some(ops) => {
-                    let low = d.low_res_resident.clone().unwrap_or_else(|| Value::Host(d.low_res_masks.clone()));
-                    ops.upsample(&low, s, s)?
+            // without frame ops the low-res masks come to the host once, for both uses
+            let low_host = match self.frame_ops {
+                None => Some(d.low_res_masks.to_host()?),
+                Some(_) => None,
+            };
+            let high = match (&low_host, self.frame_ops.as_mut()) {
+                (Some(low), _) => upsample_host(low, s),
+                (None, Some(ops)) => ops.upsample(&d.low_res_masks, s, s)?,
+                (None, None) => {
+                    return Err(Error::new(ErrorKind::InvalidInput, "low-res masks neither here nor there"))
                 }
-                None => upsample_host(&d.low_res_masks, s),
             };
             self.models.times.host += t_host.elapsed();
             let (mem_feats, mem_pos) =
@@ -429,9 +435,26 @@ impl Tracker<'_> {
                 let key = BankKey { obj: i, frame: f, cond: false };
                 let mem = keep_memory(self.bank_store.as_mut(), key, &mem_feats, host.as_deref(), bi, &obj_ptr)?;
                 self.objects[i].mem.non_cond.insert(f, FrameMemory { maskmem: Some(mem), obj_ptr });
-                let mut low = d.low_res_masks.data[bi * m4 * m4..(bi + 1) * m4 * m4].to_vec();
-                ops::fill_holes(&mut low, m4, m4, self.opts.fill_hole_area, &mut self.hole_scratch);
-                low_out[i] = Some(low);
+            }
+            // the output: hole-filled low-res masks (where the frame ops run, else here)
+            let area = self.opts.fill_hole_area;
+            match (low_host, self.frame_ops.as_mut()) {
+                (None, Some(ops)) => {
+                    let filled = ops.fill_holes(&d.low_res_masks, area)?;
+                    for (bi, &i) in dec_order.iter().enumerate() {
+                        low_out[i] = Some(filled.rows(bi, 1)?);
+                    }
+                }
+                (None, None) => {
+                    return Err(Error::new(ErrorKind::InvalidInput, "low-res masks neither here nor there"))
+                }
+                (Some(lows), _) => {
+                    for (bi, &i) in dec_order.iter().enumerate() {
+                        let mut low = lows.data[bi * m4 * m4..(bi + 1) * m4 * m4].to_vec();
+                        ops::fill_holes(&mut low, m4, m4, area, &mut self.hole_scratch);
+                        low_out[i] = Some(Value::Host(TensorF32::new(vec![1, 1, m4, m4], low)));
+                    }
+                }
             }
             self.models.times.host += t_host.elapsed();
         }
@@ -440,16 +463,16 @@ impl Tracker<'_> {
 
     /// `_get_orig_video_res_output`: bilinear to the video size and `> 0` (where the
     /// frame ops run, else on the host), then the sink.
-    fn output_frame(&mut self, f: usize, low_out: Vec<Option<Vec<f32>>>, sink: &mut dyn TrackSink) -> Result<()> {
+    fn output_frame(&mut self, f: usize, low_out: Vec<Option<Value>>, sink: &mut dyn TrackSink) -> Result<()> {
         let m4 = 4 * self.models.config().embed_side();
         let t_host = Instant::now();
         let (vw, vh) = self.source.size();
         let want = sink.wants_logits();
-        let lows: Vec<Vec<f32>> = low_out.into_iter().map(|l| l.expect("every object has an output")).collect();
+        let lows: Vec<Value> = low_out.into_iter().map(|l| l.expect("every object has an output")).collect();
         let n = vw * vh;
         let results: Vec<(Vec<u8>, Vec<f32>)> = match self.frame_ops.as_mut() {
             Some(ops) => {
-                let (masks, logits) = ops.postprocess(&lows.concat(), lows.len(), (m4, m4), (vh, vw), want)?;
+                let (masks, logits) = ops.postprocess(&lows, (vh, vw), want)?;
                 (0..lows.len())
                     .map(|k| {
                         let l = logits.as_ref().map_or_else(Vec::new, |l| l[k * n..(k + 1) * n].to_vec());
@@ -460,11 +483,11 @@ impl Tracker<'_> {
             None => lows
                 .iter()
                 .map(|low| {
-                    let logits = bilinear(low, m4, m4, vh, vw);
+                    let logits = bilinear(&low.to_host()?.data, m4, m4, vh, vw);
                     let mask = logits.iter().map(|&v| u8::from(v > 0.0)).collect();
-                    (mask, if want { logits } else { Vec::new() })
+                    Ok((mask, if want { logits } else { Vec::new() }))
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
         };
         let objs: Vec<ObjectLogits> = self
             .objects

@@ -167,6 +167,13 @@ int main(int argc, char** argv) {
             check("gather memory_pos", sub, memp, rd<float>(d + "/memory_pos"));
             check("gather obj_ptrs", sub, pt, rd<float>(d + "/ptrs"));
             check("gather obj_ptrs_pos", sub, ptp, rd<float>(d + "/ptrs_pos"));
+        } else if (kind == "holes") {
+            auto src = rd<float>(d + "/src");
+            int b = m["b"], h = m["h"], w = m["w"], area = m["area"];
+            std::vector<float> out((size_t)b * h * w, -777.f);
+            launch(d3(m, "g"), d3(m, "b"), false,
+                   [&] { fill_holes_bounded(src.data(), out.data(), h, w, area); });
+            check("fill holes (f32)", sub, out, rd<float>(d + "/want"));
         } else {
             fprintf(stderr, "unknown case kind %s\n", kind.c_str());
             return 2;
