@@ -412,16 +412,28 @@ impl Tracker<'_> {
             let d = self.models.decode(&embed, feats, pc, pl, mi, has, multimask)?;
             // memory encoder on the (unfilled) high-res masks, sigmoid (not binarized)
             let t_host = Instant::now();
-            // without frame ops the low-res masks come to the host once, for both uses
-            let low_host = match self.frame_ops {
-                None => Some(d.low_res_masks.to_host()?),
-                Some(_) => None,
-            };
-            let high = match (&low_host, self.frame_ops.as_mut()) {
-                (Some(low), _) => upsample_host(low, s),
-                (None, Some(ops)) => ops.upsample(&d.low_res_masks, s, s)?,
-                (None, None) => {
-                    return Err(Error::new(ErrorKind::InvalidInput, "low-res masks neither here nor there"))
+            // the memory encoder's input (upsampled, unfilled) and the output (hole-filled
+            // low-res masks, per object in `dec_order`): where the frame ops run, else here
+            // from one host copy
+            let area = self.opts.fill_hole_area;
+            let (high, filled): (Value, Vec<Value>) = match self.frame_ops.as_mut() {
+                Some(fo) => {
+                    let high = fo.upsample(&d.low_res_masks, s, s)?;
+                    let filled = fo.fill_holes(&d.low_res_masks, area)?;
+                    (high, (0..b).map(|bi| filled.rows(bi, 1)).collect::<Result<_>>()?)
+                }
+                None => {
+                    let lows = d.low_res_masks.to_host()?;
+                    let filled = lows
+                        .data
+                        .chunks_exact(m4 * m4)
+                        .map(|plane| {
+                            let mut low = plane.to_vec();
+                            ops::fill_holes(&mut low, m4, m4, area, &mut self.hole_scratch);
+                            Value::Host(TensorF32::new(vec![1, 1, m4, m4], low))
+                        })
+                        .collect();
+                    (upsample_host(&lows, s), filled)
                 }
             };
             self.models.times.host += t_host.elapsed();
@@ -436,25 +448,8 @@ impl Tracker<'_> {
                 let mem = keep_memory(self.bank_store.as_mut(), key, &mem_feats, host.as_deref(), bi, &obj_ptr)?;
                 self.objects[i].mem.non_cond.insert(f, FrameMemory { maskmem: Some(mem), obj_ptr });
             }
-            // the output: hole-filled low-res masks (where the frame ops run, else here)
-            let area = self.opts.fill_hole_area;
-            match (low_host, self.frame_ops.as_mut()) {
-                (None, Some(ops)) => {
-                    let filled = ops.fill_holes(&d.low_res_masks, area)?;
-                    for (bi, &i) in dec_order.iter().enumerate() {
-                        low_out[i] = Some(filled.rows(bi, 1)?);
-                    }
-                }
-                (None, None) => {
-                    return Err(Error::new(ErrorKind::InvalidInput, "low-res masks neither here nor there"))
-                }
-                (Some(lows), _) => {
-                    for (bi, &i) in dec_order.iter().enumerate() {
-                        let mut low = lows.data[bi * m4 * m4..(bi + 1) * m4 * m4].to_vec();
-                        ops::fill_holes(&mut low, m4, m4, area, &mut self.hole_scratch);
-                        low_out[i] = Some(Value::Host(TensorF32::new(vec![1, 1, m4, m4], low)));
-                    }
-                }
+            for (&i, low) in dec_order.iter().zip(filled) {
+                low_out[i] = Some(low);
             }
             self.models.times.host += t_host.elapsed();
         }
