@@ -206,6 +206,8 @@ fn cli_writes_sav_layout_and_npy_logits() {
     let out = tmp("cli");
     let st = track_cli(&fx, &out, &["--save-logits", "--threads", "2"]);
     assert!(st.status.success(), "tamrt track failed: {}", String::from_utf8_lossy(&st.stderr));
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(text.contains("memory bank on host, frame pre/post-processing on host"), "{text}");
     let refs = f32_tensors(&fx.join("ref_forward.safetensors"));
     for (key, (shape, r)) in &refs {
         let (obj, frame) = key.split_once('/').unwrap();

@@ -77,6 +77,7 @@ impl TrackSummary {
             ms(t.host),
             ms(t.frame_wait),
         ));
+        s.push_str(&format!("memory bank on {}, frame pre/post-processing on {}\n", r.memory_bank, r.frame_ops));
         s.push_str(&format!("peak memory bank {:.1} MB", r.peak_bank_bytes as f64 / 1e6));
         if let Some(kb) = peak_rss_kb() {
             s.push_str(&format!(", peak RSS {:.1} MB", kb as f64 / 1024.0));

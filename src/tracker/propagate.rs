@@ -33,6 +33,10 @@ pub struct TrackReport {
     pub propagate_time: Duration,
     /// Largest memory bank (bytes, all objects) seen during the run.
     pub peak_bank_bytes: usize,
+    /// Where the memory bank was kept ("host", or the backend's store, e.g. "device").
+    pub memory_bank: String,
+    /// Where frames were pre/post-processed ("host", or the backend's, e.g. "cuda").
+    pub frame_ops: String,
 }
 
 /// Memory-attention working set (bytes, all objects of one call) above which objects
@@ -307,6 +311,8 @@ impl Tracker<'_> {
             Ok(())
         })?;
         report.propagate_time = t_loop.elapsed();
+        report.memory_bank = self.bank_store.as_ref().map_or("host", |s| s.name()).to_string();
+        report.frame_ops = self.frame_ops.as_ref().map_or("host", |o| o.name()).to_string();
         report.times = self.models.times.clone();
         Ok(report)
     }
