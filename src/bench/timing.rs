@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::ComponentSession;
+use crate::backend::{BankStore, ComponentSession, FrameOps, Value};
 use crate::error::Result;
 use crate::export::Component;
+use crate::tracker::mem_inputs::MemLayout;
 use crate::weights::TensorF32;
 
 /// Stages in report order.
@@ -93,11 +94,29 @@ impl ComponentSession for TimedSession {
         self.clock.add(self.stage, t0.elapsed());
         r
     }
+    fn run_values(&mut self, inputs: &[(&str, &Value)], keep: &[&str]) -> Result<Vec<(String, Value)>> {
+        let t0 = Instant::now();
+        let r = self.inner.run_values(inputs, keep);
+        self.clock.add(self.stage, t0.elapsed());
+        r
+    }
     fn backend_name(&self) -> &str {
         self.inner.backend_name()
     }
     fn input_names(&self) -> Vec<String> {
         self.inner.input_names()
+    }
+    // the backend's device-side bank and frame ops pass through the timing wrapper
+    fn bank_store(
+        &self,
+        layout: &MemLayout,
+        maskmem_pos: &[f32],
+        tpos_enc: &[f32],
+    ) -> Option<Result<Box<dyn BankStore>>> {
+        self.inner.bank_store(layout, maskmem_pos, tpos_enc)
+    }
+    fn frame_ops(&self, image_size: usize, mean: [f32; 3], std: [f32; 3]) -> Option<Result<Box<dyn FrameOps>>> {
+        self.inner.frame_ops(image_size, mean, std)
     }
 }
 
@@ -253,6 +272,66 @@ pub fn mib(bytes: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session with its own resident outputs, bank and frame ops (refused with a
+    /// recognisable message).
+    struct Own;
+
+    #[derive(Debug)]
+    struct Marker(Vec<usize>);
+
+    impl crate::backend::Resident for Marker {
+        fn shape(&self) -> &[usize] {
+            &self.0
+        }
+        fn to_host(&self) -> Result<TensorF32> {
+            Ok(TensorF32::new(self.0.clone(), vec![0.0; self.0.iter().product()]))
+        }
+        fn concat(&self, _: &[&dyn crate::backend::Resident]) -> Result<Arc<dyn crate::backend::Resident>> {
+            unimplemented!("not used")
+        }
+        fn rows(&self, _: usize, _: usize) -> Result<Arc<dyn crate::backend::Resident>> {
+            unimplemented!("not used")
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    impl ComponentSession for Own {
+        fn run(&mut self, _: &[(&str, &TensorF32)]) -> Result<Vec<(String, TensorF32)>> {
+            Ok(vec![("out".into(), TensorF32::new(vec![1], vec![1.0]))])
+        }
+        fn backend_name(&self) -> &str {
+            "own"
+        }
+        fn input_names(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn run_values(&mut self, _: &[(&str, &Value)], _: &[&str]) -> Result<Vec<(String, Value)>> {
+            Ok(vec![("out".into(), Value::Resident(Arc::new(Marker(vec![2, 3]))))])
+        }
+        fn bank_store(&self, _: &MemLayout, _: &[f32], _: &[f32]) -> Option<Result<Box<dyn BankStore>>> {
+            Some(Err(crate::Error::new(crate::ErrorKind::Backend, "own bank")))
+        }
+        fn frame_ops(&self, _: usize, _: [f32; 3], _: [f32; 3]) -> Option<Result<Box<dyn FrameOps>>> {
+            Some(Err(crate::Error::new(crate::ErrorKind::Backend, "own frame ops")))
+        }
+    }
+
+    #[test]
+    fn timed_sessions_pass_resident_values_bank_and_frame_ops_through() {
+        let clock = StageClock::default();
+        let mut s = TimedSession::wrap(Box::new(Own), Component::MemoryAttention, &clock);
+        let out = s.run_values(&[], &["out"]).unwrap();
+        assert!(matches!(&out[0].1, Value::Resident(r) if r.shape() == [2, 3]), "{out:?}");
+        assert_eq!(clock.snapshot().calls[stage_index(Component::MemoryAttention)], 1, "timed");
+        let layout = MemLayout::new(4, 8, 2, false, 7);
+        let bank = s.bank_store(&layout, &[], &[]).expect("the session's bank").err().expect("its error");
+        assert!(bank.to_string().contains("own bank"), "{bank}");
+        let ops = s.frame_ops(16, [0.0; 3], [1.0; 3]).expect("the session's frame ops").err().expect("its error");
+        assert!(ops.to_string().contains("own frame ops"), "{ops}");
+    }
 
     #[test]
     fn percentiles_like_numpy() {
