@@ -10,7 +10,7 @@ use super::bank::{DeviceBank, PtrSrc};
 use super::device::Gpu;
 use super::resident::{DevicePool, DeviceTensor};
 use crate::backend::{BankKey, BankStore, GatherObject, Value};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::tracker::mem_inputs::MemLayout;
 use crate::tracker::memory_bank::MaskMem;
 
@@ -42,6 +42,18 @@ impl BankStore for DeviceBankStore {
     fn store(&mut self, key: BankKey, maskmem: Option<(&Value, usize)>, obj_ptr: &[f32]) -> Result<()> {
         let per = self.bank.layout().per_frame();
         if let Some((v, row)) = maskmem {
+            let rows = v.shape().first().copied().unwrap_or(0);
+            if row >= rows || v.numel() != rows * per {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "memory bank: store of obj {} frame {}: row {row} of memory features {:?} ({per} values a row)",
+                        key.obj,
+                        key.frame,
+                        v.shape()
+                    ),
+                ));
+            }
             let own = match v {
                 Value::Resident(r) => {
                     r.as_any().downcast_ref::<DeviceTensor>().filter(|d| d.on_stream(self.pool.stream()))

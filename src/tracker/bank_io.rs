@@ -33,7 +33,14 @@ pub(crate) fn keep_memory(
             Ok(MemData::Stored)
         }
         (None, Some(h)) => {
-            let per = h.numel() / h.shape[0].max(1);
+            let rows = h.shape.first().copied().unwrap_or(0);
+            if row >= rows {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("memory encoder output {:?} has no row {row} (frame {})", h.shape, key.frame),
+                ));
+            }
+            let per = h.numel() / rows;
             Ok(MemData::Host(MaskMem::from_f32(&h.data[row * per..(row + 1) * per])))
         }
         (None, None) => Err(Error::new(ErrorKind::InvalidInput, "memory features are neither stored nor on the host")),
