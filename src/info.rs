@@ -101,11 +101,28 @@ pub fn engine_status(dir: &Path, component: Component, spec: &GraphSpec, target:
         .collect()
 }
 
+/// Whether the GPU kernels (frame pre/post-processing, device memory bank) can be
+/// compiled: they need NVRTC; without it TensorRT runs still work, with those on the host.
+pub fn kernels_summary() -> String {
+    #[cfg(feature = "cuda")]
+    {
+        match crate::gpu::device::probe_nvrtc() {
+            Ok(()) => "NVRTC found: with TensorRT, frame pre/post-processing and the memory bank run on the GPU".into(),
+            Err(e) => format!("{e}; with TensorRT, frame pre/post-processing and the memory bank stay on the host"),
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        "not compiled in (build with --features cuda)".into()
+    }
+}
+
 /// The whole report.
 pub fn report(model_dir: Option<&Path>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "tamrt {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(s, "CUDA:          {}", cuda_summary());
+    let _ = writeln!(s, "GPU kernels:   {}", kernels_summary());
     let l4t =
         std::fs::read_to_string("/etc/nv_tegra_release").ok().and_then(|t| engine_cache::parse_nv_tegra_release(&t));
     match &l4t {
