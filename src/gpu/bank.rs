@@ -243,8 +243,7 @@ impl DeviceBank {
         let [a, b, c, d] = &mut out;
         let res = self.gather_into(gpu, objs, pos_rows, [a, b, c, d]);
         self.out = out.map(Some);
-        let shape = res?;
-        Ok(shape)
+        res
     }
 
     /// [`DeviceBank::gather`] into `out` (`memory`, `memory_pos`, `obj_ptrs`,
