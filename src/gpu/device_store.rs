@@ -54,13 +54,7 @@ impl BankStore for DeviceBankStore {
                     ),
                 ));
             }
-            let own = match v {
-                Value::Resident(r) => {
-                    r.as_any().downcast_ref::<DeviceTensor>().filter(|d| d.on_stream(self.pool.stream()))
-                }
-                Value::Host(_) => None,
-            };
-            match own {
+            match DeviceTensor::of(v, self.pool.stream()) {
                 Some(d) => {
                     let view = d.view();
                     let row_view = view.slice(row * per..(row + 1) * per);

@@ -32,10 +32,7 @@ impl DeviceFrameOps {
 
     /// `v` when it is a device tensor of this stream.
     fn own<'v>(&self, v: &'v Value) -> Option<&'v DeviceTensor> {
-        match v {
-            Value::Resident(r) => r.as_any().downcast_ref::<DeviceTensor>().filter(|d| d.on_stream(self.pool.stream())),
-            Value::Host(_) => None,
-        }
+        DeviceTensor::of(v, self.pool.stream())
     }
 
     /// A pooled copy of the first `n` values of `src` with `shape`.

@@ -17,7 +17,7 @@ use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr};
 
 use super::device::cuda_err;
 use super::plan::pick_buffer;
-use crate::backend::Resident;
+use crate::backend::{Resident, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::weights::TensorF32;
 
@@ -120,6 +120,15 @@ impl DeviceTensor {
     /// Whether this tensor lives on `stream` (the sessions take only their own stream's).
     pub fn on_stream(&self, stream: &Arc<CudaStream>) -> bool {
         Arc::ptr_eq(&self.pool.stream, stream)
+    }
+
+    /// `v` when it is a device tensor on `stream` (what the sessions, the bank and the
+    /// frame ops read in place; anything else comes through the host).
+    pub fn of<'v>(v: &'v Value, stream: &Arc<CudaStream>) -> Option<&'v DeviceTensor> {
+        match v {
+            Value::Resident(r) => r.as_any().downcast_ref::<DeviceTensor>().filter(|d| d.on_stream(stream)),
+            Value::Host(_) => None,
+        }
     }
 }
 

@@ -190,28 +190,27 @@ impl ComponentSession for TrtSession {
     fn run_values(&mut self, inputs: &[(&str, &Value)], keep: &[&str]) -> Result<Vec<(String, Value)>> {
         let stream = self.stream();
         // values of another backend (or stream) come through the host
-        let mut copied = Vec::new();
-        for (n, v) in inputs {
-            if let Value::Resident(r) = v {
-                let own = r.as_any().downcast_ref::<DeviceTensor>().is_some_and(|d| d.on_stream(&stream));
-                if !own {
-                    copied.push((*n, r.to_host()?));
-                }
-            }
-        }
-        let mut src = Vec::with_capacity(inputs.len());
-        for (n, v) in inputs {
-            let s = match v {
-                Value::Host(t) => Src::Host(t),
-                Value::Resident(r) => {
-                    match r.as_any().downcast_ref::<DeviceTensor>().filter(|d| d.on_stream(&stream)) {
-                        Some(d) => Src::Device(d),
-                        None => Src::Host(&copied.iter().find(|(c, _)| c == n).expect("copied above").1),
+        let copies = inputs
+            .iter()
+            .map(|(_, v)| match v {
+                Value::Resident(r) if DeviceTensor::of(v, &stream).is_none() => r.to_host().map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let src = inputs
+            .iter()
+            .zip(&copies)
+            .map(|((n, v), copy)| {
+                let s = match (DeviceTensor::of(v, &stream), copy, *v) {
+                    (Some(d), _, _) => Src::Device(d),
+                    (None, Some(t), _) | (None, None, Value::Host(t)) => Src::Host(t),
+                    (None, None, Value::Resident(_)) => {
+                        return Err(Error::new(ErrorKind::Backend, format!("input '{n}' is neither here nor copied")))
                     }
-                }
-            };
-            src.push((*n, s));
-        }
+                };
+                Ok((*n, s))
+            })
+            .collect::<Result<Vec<_>>>()?;
         self.execute(&src, keep)
     }
 
