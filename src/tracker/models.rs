@@ -236,9 +236,10 @@ impl TrackerModels {
 
     /// Memory encoder on a batch of objects of one frame (`vision_feat`: the frame's
     /// features, batch 1, broadcast over the objects by the graph; `mask_high_res` and
-    /// `object_score_logits` per object): returns (`maskmem_features`, `maskmem_pos_enc`),
-    /// both kept resident where the backend can. Runs in chunks of at most
-    /// [`memory_encoder_batch`] objects (results concatenated).
+    /// `object_score_logits` per object): returns `maskmem_features` (all objects) and the
+    /// first call's `maskmem_pos_enc` (the same for every object, so only its first row
+    /// is of use), both kept resident where the backend can. Runs in chunks of at most
+    /// [`memory_encoder_batch`] objects (features concatenated).
     pub fn encode_memory(
         &mut self,
         vision_feat: &Value,
@@ -248,7 +249,7 @@ impl TrackerModels {
     ) -> Result<(Value, Value)> {
         let b = mask_high_res.shape()[0];
         let chunk = memory_encoder_batch(self.config());
-        let (mut feats, mut pos) = (Vec::new(), Vec::new());
+        let (mut feats, mut pos) = (Vec::new(), None);
         for start in (0..b).step_by(chunk) {
             let n = chunk.min(b - start);
             let (f, p) = self.encode_memory_call(
@@ -258,9 +259,10 @@ impl TrackerModels {
                 binarize,
             )?;
             feats.push(f);
-            pos.push(p);
+            pos.get_or_insert(p);
         }
-        Ok((Value::concat(feats)?, Value::concat(pos)?))
+        let pos = pos.ok_or_else(|| Error::new(ErrorKind::InvalidInput, "memory encoder: no objects given"))?;
+        Ok((Value::concat(feats)?, pos))
     }
 
     fn encode_memory_call(
