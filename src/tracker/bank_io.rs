@@ -6,7 +6,7 @@
 //!
 //! [`ObjectMemory`]: super::ObjectMemory
 
-use crate::backend::{BankKey, BankStore, GatherObject, Value};
+use crate::backend::{BankKey, GatherObject, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::weights::TensorF32;
 
@@ -16,36 +16,6 @@ use super::Tracker;
 
 /// One object's selection for the current frame.
 pub(crate) type Selection = (Vec<SelectedMem>, Vec<SelectedPtr>);
-
-/// Keep row `row` of the memory encoder's `maskmem_features` (`host`: the same on the
-/// host, when there is no store) for `key`, with its object pointer.
-pub(crate) fn keep_memory(
-    store: Option<&mut Box<dyn BankStore>>,
-    key: BankKey,
-    feats: &Value,
-    host: Option<&TensorF32>,
-    row: usize,
-    obj_ptr: &[f32],
-) -> Result<MemData> {
-    match (store, host) {
-        (Some(s), _) => {
-            s.store(key, Some((feats, row)), obj_ptr)?;
-            Ok(MemData::Stored)
-        }
-        (None, Some(h)) => {
-            let rows = h.shape.first().copied().unwrap_or(0);
-            if row >= rows {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("memory encoder output {:?} has no row {row} (frame {})", h.shape, key.frame),
-                ));
-            }
-            let per = h.numel() / rows;
-            Ok(MemData::Host(MaskMem::from_f32(&h.data[row * per..(row + 1) * per])))
-        }
-        (None, None) => Err(Error::new(ErrorKind::InvalidInput, "memory features are neither stored nor on the host")),
-    }
-}
 
 impl Tracker<'_> {
     /// Layout of the stored memories (known once the first memory is encoded).
@@ -65,7 +35,7 @@ impl Tracker<'_> {
 
     /// Record `maskmem_pos_enc` (the same for every frame and object) from the first
     /// memory encoding, and take the memory attention's bank store if its backend has one.
-    pub(crate) fn note_maskmem_pos(&mut self, pos: &Value) -> Result<()> {
+    fn note_maskmem_pos(&mut self, pos: &Value) -> Result<()> {
         if self.maskmem_pos.is_some() {
             return Ok(());
         }
@@ -83,6 +53,40 @@ impl Tracker<'_> {
             Some(Err(e)) => tracing::warn!("memory bank stays on the host: {e}"),
         }
         Ok(())
+    }
+
+    /// Keep the memory encoder's output of one call: row `k` of `feats`
+    /// (`maskmem_features`) is `objs[k]`'s memory (key and object pointer), in the store
+    /// or, without one, as bf16 on the host (one copy of `feats`). `pos`
+    /// (`maskmem_pos_enc`) is recorded on the first call.
+    pub(crate) fn keep_memories(
+        &mut self,
+        feats: &Value,
+        pos: &Value,
+        objs: &[(BankKey, &[f32])],
+    ) -> Result<Vec<MemData>> {
+        self.note_maskmem_pos(pos)?;
+        let rows = feats.shape().first().copied().unwrap_or(0);
+        if rows != objs.len() || feats.numel() == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "frame {}: memory encoder output {:?} for {} object(s)",
+                    objs.first().map_or(0, |o| o.0.frame),
+                    feats.shape(),
+                    objs.len()
+                ),
+            ));
+        }
+        if let Some(store) = self.bank_store.as_mut() {
+            for (k, (key, ptr)) in objs.iter().enumerate() {
+                store.store(*key, Some((feats, k)), ptr)?;
+            }
+            return Ok(vec![MemData::Stored; objs.len()]);
+        }
+        let host = feats.to_host()?;
+        let per = host.numel() / rows;
+        Ok(host.data.chunks_exact(per).map(|row| MemData::Host(MaskMem::from_f32(row))).collect())
     }
 
     /// Release from the store what the objects' memories no longer hold.

@@ -9,7 +9,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::onnx::nn::ATTN_QUERY_BLOCK;
 use crate::weights::TensorF32;
 
-use super::bank_io::keep_memory;
 use super::frames::{Prefetcher, RgbFrame};
 use super::memory_bank::{BankRules, CondFrame, FrameMemory, MemData};
 use super::models::{FrameFeatures, StageTimes};
@@ -204,12 +203,15 @@ impl Tracker<'_> {
                 .models
                 .encode_memory(vision, &high, &scores, binarize)
                 .map_err(|e| e.context(format!("frame {f}")))?;
-            self.note_maskmem_pos(&pos)?;
-            let host = if self.bank_store.is_none() { Some(feats.to_host()?) } else { None };
-            for (k, &(i, j)) in members.iter().enumerate() {
-                let key = BankKey { obj: i, frame: f, cond: true };
-                let ptr = self.objects[i].pending[j].obj_ptr.clone();
-                let mem = keep_memory(self.bank_store.as_mut(), key, &feats, host.as_deref(), k, &ptr)?;
+            let ptrs: Vec<Vec<f32>> =
+                members.iter().map(|&(i, j)| self.objects[i].pending[j].obj_ptr.clone()).collect();
+            let objs: Vec<(BankKey, &[f32])> = members
+                .iter()
+                .zip(&ptrs)
+                .map(|(&(i, _), p)| (BankKey { obj: i, frame: f, cond: true }, &p[..]))
+                .collect();
+            let mems = self.keep_memories(&feats, &pos, &objs)?;
+            for (&(i, _), mem) in members.iter().zip(mems) {
                 results[i].push((f, mem));
             }
         }
@@ -446,13 +448,13 @@ impl Tracker<'_> {
             let (mem_feats, mem_pos) =
                 self.models.encode_memory(&feats.vision_feat, &high, &d.object_score_logits, false)?;
             let t_host = Instant::now();
-            self.note_maskmem_pos(&mem_pos)?;
-            let host = if self.bank_store.is_none() { Some(mem_feats.to_host()?) } else { None };
-            for (bi, &i) in dec_order.iter().enumerate() {
-                let obj_ptr = d.obj_ptr.data[bi * c..(bi + 1) * c].to_vec();
-                let key = BankKey { obj: i, frame: f, cond: false };
-                let mem = keep_memory(self.bank_store.as_mut(), key, &mem_feats, host.as_deref(), bi, &obj_ptr)?;
-                self.objects[i].mem.non_cond.insert(f, FrameMemory { maskmem: Some(mem), obj_ptr });
+            let ptrs = d.obj_ptr.data.chunks_exact(c);
+            let objs: Vec<(BankKey, &[f32])> =
+                dec_order.iter().zip(ptrs).map(|(&i, p)| (BankKey { obj: i, frame: f, cond: false }, p)).collect();
+            let mems = self.keep_memories(&mem_feats, &mem_pos, &objs)?;
+            for ((key, ptr), mem) in objs.iter().zip(mems) {
+                let fm = FrameMemory { maskmem: Some(mem), obj_ptr: ptr.to_vec() };
+                self.objects[key.obj].mem.non_cond.insert(f, fm);
             }
             for (&i, low) in dec_order.iter().zip(filled) {
                 low_out[i] = Some(low);
