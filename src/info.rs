@@ -208,14 +208,7 @@ mod tests {
     use super::*;
     use crate::trt::engine_cache::{engine_file_name, write_stamp, EngineStamp, Precision};
 
-    fn orin() -> Target {
-        Target {
-            trt_version: (8, 5, 2),
-            compute_capability: (8, 7),
-            gpu_name: "Orin (nvgpu)".into(),
-            l4t_release: Some("35.3.1".into()),
-        }
-    }
+    use crate::trt::engine_cache::test_orin as orin;
 
     #[test]
     fn info_says_which_engines_are_current_and_why_not() {

@@ -264,17 +264,23 @@ pub fn jetpack_for_l4t(l4t: &str) -> Option<&'static str> {
     })
 }
 
+/// A Jetson Orin with TensorRT 8.5.2 on L4T 35.3.1 (JetPack 5.1.1), for tests.
+#[cfg(test)]
+pub(crate) fn test_orin() -> Target {
+    Target {
+        trt_version: (8, 5, 2),
+        compute_capability: (8, 7),
+        gpu_name: "Orin (nvgpu)".into(),
+        l4t_release: Some("35.3.1".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target {
-            trt_version: (8, 5, 2),
-            compute_capability: (8, 7),
-            gpu_name: "Orin (nvgpu)".into(),
-            l4t_release: Some("35.3.1".into()),
-        }
+        test_orin()
     }
 
     fn stamp() -> EngineStamp {
