@@ -19,11 +19,11 @@
 use crate::config::ModelConfig;
 use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::models::memory_attention::{layer_with, proj, raw_values_out, Dims, LN_EPS};
+use crate::models::memory_attention::{layer_with, proj, raw_values_out, Dims, LN_EPS, MEM_ATTN_QUERY_BLOCK};
 use crate::models::perceiver::PerceiverDims;
 use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
 use crate::onnx::graph::Graph;
-use crate::onnx::nn::{in_query_blocks, layer_norm, sdpa_scale, ATTN_QUERY_BLOCK};
+use crate::onnx::nn::{in_query_blocks, layer_norm, sdpa_scale};
 use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
@@ -184,7 +184,7 @@ fn cross_attention(
     let q_bias = g.matmul(&q, &bk);
 
     // one softmax over both score sets, in query blocks as `nn::sdpa_in_blocks` runs
-    let o = in_query_blocks(g, &[&q, &q_raw, &q_bias], rope_q.len, ATTN_QUERY_BLOCK, |g, b| {
+    let o = in_query_blocks(g, &[&q, &q_raw, &q_bias], rope_q.len, MEM_ATTN_QUERY_BLOCK, |g, b| {
         let s_rot = g.matmul(&b[0], &k_rot_t);
         let s_raw = g.matmul(&b[1], &k_raw_t);
         let s_raw = g.add(&s_raw, &b[2]);

@@ -111,10 +111,9 @@ pub fn mlp(
     Ok(x)
 }
 
-/// Query rows per attention block in [`sdpa_in_blocks`]: the memory attention's cross-attention
-/// scores of one block are `256 × (frames·4096 + pointer tokens)` floats per object
-/// (29 MB at 7 frames), Hiera's global attention `heads × 256 × 4096` (16 MB for
-/// Hiera-T's 4 heads).
+/// Query rows per attention block in [`sdpa_in_blocks`] for Hiera's global attention:
+/// `heads × 256 × 4096` scores (16 MB for Hiera-T's 4 heads). The memory attention has its
+/// own block (`memory_attention::MEM_ATTN_QUERY_BLOCK`).
 pub const ATTN_QUERY_BLOCK: usize = 256;
 
 /// `F.scaled_dot_product_attention(q, k, v)` (no mask, no dropout) on `q: [B, h, n, c]`,

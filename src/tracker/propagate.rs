@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{BankKey, Value};
 use crate::error::{Error, ErrorKind, Result};
-use crate::onnx::nn::ATTN_QUERY_BLOCK;
+use crate::models::memory_attention::MEM_ATTN_QUERY_BLOCK;
 use crate::weights::TensorF32;
 
 use super::frames::{Prefetcher, RgbFrame};
@@ -41,7 +41,7 @@ pub struct TrackReport {
 /// Memory-attention working set (bytes, all objects of one call) above which objects
 /// with the same memory layout are not batched into one call: per object the graph
 /// holds the N projected and rotated keys (a few `N × d` fp32 copies), one query block's
-/// scores and weights (`2 × ATTN_QUERY_BLOCK × N`) and the feed-forward hidden layer
+/// scores and weights (`2 × MEM_ATTN_QUERY_BLOCK × N`) and the feed-forward hidden layer
 /// (`E² × dim_feedforward`). A batch shares the current frame, so the first layer's
 /// self-attention runs once per call; the other products are per object either way.
 /// On the real-size EdgeTAM clip this batches its three same-layout objects (630 MB peak
@@ -393,7 +393,7 @@ impl Tracker<'_> {
                 .flat_map(|(key, members)| {
                     let keys = key.0 * n_tok + key.1 * split;
                     let per_obj =
-                        4 * (keys * (4 * c + 2 * ATTN_QUERY_BLOCK) + hw * cfg.memory_attention.dim_feedforward);
+                        4 * (keys * (4 * c + 2 * MEM_ATTN_QUERY_BLOCK) + hw * cfg.memory_attention.dim_feedforward);
                     let b_max = (ATTN_CALL_BYTES / per_obj.max(1)).max(1);
                     members.chunks(b_max).map(|c| (key, c.to_vec())).collect::<Vec<_>>()
                 })
