@@ -23,9 +23,10 @@ use crate::weights::Vb;
 /// Query rows per attention block (`nn::sdpa_in_blocks`) in the memory attention, self- and
 /// cross-attention, SAM 2 and EdgeTAM. One cross-attention block holds
 /// `512 × (frames·4096 + pointer tokens)` scores per object (59 MB at 7 frames), and as
-/// many weights. Fewer, larger blocks run the products faster: on the 2-core machine the real-size `sam2.1_hiera_t` tracker clip ran ~4% faster than with
-/// 256-row blocks (7.65 and 7.45 against 8.04 and 7.78 s/frame, alternating runs) at the same
-/// peak RSS (752, 753 MB against 732, 775 MB); 1024 rows were no faster in a one-call test.
+/// many weights. Fewer, larger blocks run the products faster: on the 2-core machine the
+/// real-size `sam2.1_hiera_t` tracker clip ran ~4% faster than with 256-row blocks (7.65
+/// and 7.45 against 8.04 and 7.78 s/frame, alternating runs) at the same peak RSS (752,
+/// 753 MB against 732, 775 MB); 1024 rows were no faster in a one-call test.
 pub(crate) const MEM_ATTN_QUERY_BLOCK: usize = 512;
 
 /// `nn.LayerNorm` default eps (norm1..3 and the final norm).
