@@ -22,12 +22,15 @@ use crate::weights::Vb;
 
 /// Query rows per attention block (`nn::sdpa_in_blocks`) in the memory attention, self- and
 /// cross-attention, SAM 2 and EdgeTAM. One cross-attention block holds
-/// `512 × (frames·4096 + pointer tokens)` scores per object (59 MB at 7 frames), and as
-/// many weights. Fewer, larger blocks run the products faster: on the 2-core machine the
-/// real-size `sam2.1_hiera_t` tracker clip ran ~4% faster than with 256-row blocks (7.65
-/// and 7.45 against 8.04 and 7.78 s/frame, alternating runs) at the same peak RSS (752,
-/// 753 MB against 732, 775 MB); 1024 rows were no faster in a one-call test.
-pub(crate) const MEM_ATTN_QUERY_BLOCK: usize = 512;
+/// `256 × (frames·4096 + pointer tokens)` scores per object (29 MB fp32 at 7 frames), and as
+/// many weights: at TensorRT's largest profile (8 objects, 7 frames) 118 MB in fp16, under
+/// the feed-forward's hidden layer (134 MB), so the blocks do not raise the graph's largest
+/// tensor. 512-row blocks ran the real-size `sam2.1_hiera_t` tracker clip ~4% faster on
+/// ONNX Runtime (2-core machine, alternating runs: 7.65 and 7.45 against 8.04 and 7.78
+/// s/frame, same peak RSS), but make the scores the largest tensor (235 MB fp16 at that
+/// profile, and the weights as much again), memory an 8 GB Orin would pay if TensorRT does
+/// not fuse the attention (not measured: no TensorRT here).
+pub(crate) const MEM_ATTN_QUERY_BLOCK: usize = 256;
 
 /// `nn.LayerNorm` default eps (norm1..3 and the final norm).
 pub(crate) const LN_EPS: f32 = 1e-5;
@@ -284,6 +287,23 @@ fn cross_attention(
 mod tests {
     use super::*;
     use crate::weights::{RandomWeights, Weights};
+
+    /// The reason for [`MEM_ATTN_QUERY_BLOCK`]: at TensorRT's largest profile, one block's
+    /// cross-attention scores (all keys: memory frames and pointers) are no larger than
+    /// the feed-forward's hidden layer, for every official model.
+    #[test]
+    fn query_block_scores_stay_under_the_feed_forward() {
+        use crate::trt::profiles::{axis_range, ProfileRanges};
+        let r = ProfileRanges::default();
+        for name in crate::config::MODEL_NAMES {
+            let cfg = ModelConfig::builtin(name).unwrap();
+            let keys = axis_range("mem_tokens", &cfg, &r).unwrap().2 + axis_range("ptr_tokens", &cfg, &r).unwrap().2;
+            let scores = MEM_ATTN_QUERY_BLOCK as i64 * keys;
+            let e = cfg.embed_side() as i64;
+            let hidden = e * e * cfg.memory_attention.dim_feedforward as i64;
+            assert!(scores <= hidden, "{name}: {scores} scores per block > {hidden} hidden");
+        }
+    }
 
     #[test]
     fn builds_for_every_official_config() {
