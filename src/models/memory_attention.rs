@@ -72,15 +72,8 @@ pub fn build_memory_attention(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     let mut g = Graph::new("memory_attention");
     g.set_doc("SAM 2 MemoryAttention.forward (batch-first), RoPE self/cross attention");
 
-    let (ci, mi, ei) = (c as i64, m as i64, e as i64);
-    // `curr_batch` is 1 (one frame for all objects: the first layer's self-attention then
-    // runs once, and the cross-attention broadcasts it over the objects) or `objects`
-    let curr = g.input("curr", DataType::Float, dims!["curr_batch", ci, ei, ei]);
-    let curr_pos = g.input("curr_pos", DataType::Float, dims!["curr_batch", ci, ei, ei]);
-    let memory = g.input("memory", DataType::Float, dims!["objects", "mem_tokens", mi]);
-    let memory_pos = g.input("memory_pos", DataType::Float, dims!["objects", "mem_tokens", mi]);
-    let obj_ptrs = g.input("obj_ptrs", DataType::Float, dims!["objects", "ptr_tokens", mi]);
-    let obj_ptrs_pos = g.input("obj_ptrs_pos", DataType::Float, dims!["objects", "ptr_tokens", mi]);
+    let (ci, ei) = (c as i64, e as i64);
+    let inputs = Inputs::declare(&mut g, c, m, e);
 
     // `RoPEAttention.forward`: `w = h = math.sqrt(q.shape[-2])`, and the table is
     // recomputed with `compute_cis(end_x=w, end_y=h)` when `feat_sizes` disagree: the
@@ -91,19 +84,16 @@ pub fn build_memory_attention(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     // `if self.pos_enc_at_input and curr_pos is not None: output = output + 0.1 * curr_pos`
     // (elementwise, so done before the layout change; queries get no other pos:
     // pos_enc_at_attn and pos_enc_at_cross_attn_queries are false in every config)
-    let mut output = curr;
+    let mut output = inputs.curr.clone();
     if ma.pos_enc_at_input {
-        let p = g.mul_scalar(&curr_pos, 0.1);
+        let p = g.mul_scalar(&inputs.curr_pos, 0.1);
         output = g.add(&output, &p);
     }
     // (HW)BC in upstream, batch-first in its layers; here [B, C, E, E] -> [B, E·E, C]
     let output = g.reshape(&output, &[0, 0, -1]);
     let mut output = g.transpose(&output, &[0, 2, 1]);
 
-    // `k=memory + pos if self.pos_enc_at_cross_attn_keys else memory` (true in every config)
-    let mem_k = g.add(&memory, &memory_pos);
-    let ptr_k = g.add(&obj_ptrs, &obj_ptrs_pos);
-    let mem = MemoryTokens { mem_k, mem_v: memory, ptr_k, ptr_v: obj_ptrs };
+    let mem = inputs.memory_tokens(&mut g);
 
     for i in 0..ma.num_layers {
         let lvb = vb.pp("layers").pp(i);
@@ -118,14 +108,55 @@ pub fn build_memory_attention(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
     Ok(g)
 }
 
+/// The inputs of both memory-attention graphs (SAM 2's and EdgeTAM's), as
+/// `export/README.md` specifies them.
+pub(crate) struct Inputs {
+    pub curr: Value,
+    pub curr_pos: Value,
+    memory: Value,
+    memory_pos: Value,
+    obj_ptrs: Value,
+    obj_ptrs_pos: Value,
+}
+
+impl Inputs {
+    /// Declares the six inputs, in this order, for hidden dim `c`, memory dim `m` and the
+    /// `e`×`e` grid.
+    pub fn declare(g: &mut Graph, c: usize, m: usize, e: usize) -> Inputs {
+        let (ci, mi, ei) = (c as i64, m as i64, e as i64);
+        // `curr_batch` is 1 (one frame for all objects: the first layer's self-attention
+        // then runs once, and the cross-attention broadcasts it over the objects) or
+        // `objects`
+        Inputs {
+            curr: g.input("curr", DataType::Float, dims!["curr_batch", ci, ei, ei]),
+            curr_pos: g.input("curr_pos", DataType::Float, dims!["curr_batch", ci, ei, ei]),
+            memory: g.input("memory", DataType::Float, dims!["objects", "mem_tokens", mi]),
+            memory_pos: g.input("memory_pos", DataType::Float, dims!["objects", "mem_tokens", mi]),
+            obj_ptrs: g.input("obj_ptrs", DataType::Float, dims!["objects", "ptr_tokens", mi]),
+            obj_ptrs_pos: g.input("obj_ptrs_pos", DataType::Float, dims!["objects", "ptr_tokens", mi]),
+        }
+    }
+
+    /// `k=memory + pos if self.pos_enc_at_cross_attn_keys else memory` (true in every
+    /// config), `v=memory`, for the spatial and the pointer tokens.
+    pub fn memory_tokens(&self, g: &mut Graph) -> MemoryTokens {
+        MemoryTokens {
+            mem_k: g.add(&self.memory, &self.memory_pos),
+            ptr_k: g.add(&self.obj_ptrs, &self.obj_ptrs_pos),
+            mem_v: self.memory.clone(),
+            ptr_v: self.obj_ptrs.clone(),
+        }
+    }
+}
+
 /// Cross-attention inputs, fixed across layers.
-struct MemoryTokens {
+pub(crate) struct MemoryTokens {
     /// `memory + pos` of the T spatial tokens / of the P pointer tokens.
-    mem_k: Value,
-    ptr_k: Value,
+    pub mem_k: Value,
+    pub ptr_k: Value,
     /// `v=memory`
-    mem_v: Value,
-    ptr_v: Value,
+    pub mem_v: Value,
+    pub ptr_v: Value,
 }
 
 /// `MemoryAttentionLayer.forward` (dropout is off at inference).

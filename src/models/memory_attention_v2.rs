@@ -19,7 +19,9 @@
 use crate::config::ModelConfig;
 use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::models::memory_attention::{layer_with, proj, raw_values_out, Dims, LN_EPS, MEM_ATTN_QUERY_BLOCK};
+use crate::models::memory_attention::{
+    layer_with, proj, raw_values_out, Dims, Inputs, MemoryTokens, LN_EPS, MEM_ATTN_QUERY_BLOCK,
+};
 use crate::models::perceiver::PerceiverDims;
 use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
 use crate::onnx::graph::Graph;
@@ -66,15 +68,8 @@ pub fn build_memory_attention_v2(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
 
     let mut g = Graph::new("memory_attention");
     g.set_doc("EdgeTAM MemoryAttention.forward (batch-first): RoPEAttention self, RoPEAttentionv2 cross");
-    let (ci, mi, ei) = (c as i64, m as i64, e as i64);
-    // `curr_batch` is 1 (one frame for all objects: the first layer's self-attention then
-    // runs once, and the cross-attention broadcasts it over the objects) or `objects`
-    let curr = g.input("curr", DataType::Float, dims!["curr_batch", ci, ei, ei]);
-    let curr_pos = g.input("curr_pos", DataType::Float, dims!["curr_batch", ci, ei, ei]);
-    let memory = g.input("memory", DataType::Float, dims!["objects", "mem_tokens", mi]);
-    let memory_pos = g.input("memory_pos", DataType::Float, dims!["objects", "mem_tokens", mi]);
-    let obj_ptrs = g.input("obj_ptrs", DataType::Float, dims!["objects", "ptr_tokens", mi]);
-    let obj_ptrs_pos = g.input("obj_ptrs_pos", DataType::Float, dims!["objects", "ptr_tokens", mi]);
+    let (ci, ei) = (c as i64, e as i64);
+    let inputs = Inputs::declare(&mut g, c, m, e);
 
     let hd = c / ma.num_heads;
     let rope_q = AxialRope::new(hd, e, e, ma.rope_theta).constants(&mut g, "memory_attention");
@@ -84,17 +79,14 @@ pub fn build_memory_attention_v2(cfg: &ModelConfig, vb: &Vb) -> Result<Graph> {
         let x = g.reshape(x, &[0, 0, -1]);
         g.transpose(&x, &[0, 2, 1])
     };
-    let mut output = to_tokens(&mut g, &curr);
+    let mut output = to_tokens(&mut g, &inputs.curr);
     // `output = output + 0.1 * curr_pos`
     if ma.pos_enc_at_input {
-        let cp = to_tokens(&mut g, &curr_pos);
+        let cp = to_tokens(&mut g, &inputs.curr_pos);
         let cp = g.mul_scalar(&cp, 0.1);
         output = g.add(&output, &cp);
     }
-    // `k = memory + pos` (pos_enc_at_cross_attn_keys), `v = memory`
-    let mem_k = g.add(&memory, &memory_pos);
-    let ptr_k = g.add(&obj_ptrs, &obj_ptrs_pos);
-    let mem = [mem_k, memory, ptr_k, obj_ptrs];
+    let mem = inputs.memory_tokens(&mut g);
 
     let vb = vb.pp("memory_attention");
     for i in 0..ma.num_layers {
@@ -133,11 +125,11 @@ fn cross_attention(
     dm: &Dims,
     kl: &KeyLayout,
     x: &Value,
-    mem: &[Value; 4],
+    mem: &MemoryTokens,
     rope_q: &RopeConsts,
     rope_k: &RopeConsts,
 ) -> Result<Value> {
-    let [mem_k, mem_v, ptr_k, ptr_v] = mem;
+    let MemoryTokens { mem_k, mem_v, ptr_k, ptr_v } = mem;
     let (heads, hd, kv) = (dm.heads, dm.hd(), dm.kv);
     let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
     // `q = apply_rotary_enc_v2(q, freqs_cis_q, repeat_freqs=1)`
