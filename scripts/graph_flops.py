@@ -27,9 +27,9 @@ notes would remove from this run, at their ideal cost (no layout or pass overhea
 and the time left for the products at `--gflops` and at the run's own overall rate.
 Needs the `onnx` package (shape inference), and `onnxruntime` for `--sgemm`.
 """
-import json
 
 import argparse
+import json
 import re
 from collections import defaultdict
 
@@ -189,7 +189,7 @@ def main():
         print(f"{'left':18s}           {left:10.1f} GFLOP")
         if args.gflops:
             print(f"left at {args.gflops:.1f} GFLOP/s: {left / args.gflops:.1f} s")
-        if seconds:
+        if seconds and not args.all:  # the time is the propagation's
             rate = total / seconds
             print(f"left at the run's overall {rate:.1f} GFLOP/s ({total:.0f} GFLOP in {seconds:.2f} s): {left / rate:.1f} s")
 
