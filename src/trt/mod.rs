@@ -133,6 +133,15 @@ pub fn build_engines(
     Ok(out)
 }
 
+/// A new stream on GPU 0 and its device buffer pool (what the engines run on).
+#[cfg(feature = "cuda")]
+fn gpu0_pool() -> Result<Arc<crate::gpu::resident::DevicePool>> {
+    let cuda = cudarc::driver::CudaContext::new(0)
+        .map_err(|e| Error::new(ErrorKind::Backend, format!("no CUDA device: {e}")))?;
+    let stream = cuda.new_stream().map_err(|e| Error::new(ErrorKind::Backend, format!("CUDA stream: {e}")))?;
+    Ok(crate::gpu::resident::DevicePool::new(stream))
+}
+
 /// Run the parity self-check of a freshly built engine against ONNX Runtime and record
 /// the verdict; returns why the engine is blocked, if it failed.
 #[allow(unused_variables)]
@@ -148,10 +157,7 @@ fn check_engine(
         if !crate::info::cuda_driver_present() {
             return Err(Error::new(ErrorKind::Backend, "no CUDA driver"));
         }
-        let cuda = cudarc::driver::CudaContext::new(0)
-            .map_err(|e| Error::new(ErrorKind::Backend, format!("no CUDA device: {e}")))?;
-        let stream = cuda.new_stream().map_err(|e| Error::new(ErrorKind::Backend, format!("CUDA stream: {e}")))?;
-        let pool = crate::gpu::resident::DevicePool::new(stream);
+        let pool = gpu0_pool()?;
         let mut trt = session::TrtSession::load(shim, &pool, &Default::default(), engine)?;
         let mut ort = crate::backend::ort::OrtSession::load(onnx, 0)?;
         let inputs = self_check::synthetic_inputs(spec)?;
@@ -210,10 +216,7 @@ impl TrtBackend {
         if !crate::info::cuda_driver_present() {
             return Err(Error::new(ErrorKind::Backend, "no CUDA driver (libcuda) on this machine"));
         }
-        let cuda = cudarc::driver::CudaContext::new(0)
-            .map_err(|e| Error::new(ErrorKind::Backend, format!("no CUDA device: {e}")))?;
-        let stream = cuda.new_stream().map_err(|e| Error::new(ErrorKind::Backend, format!("CUDA stream: {e}")))?;
-        let pool = crate::gpu::resident::DevicePool::new(stream);
+        let pool = gpu0_pool()?;
         let target = shim.target()?;
         let (precision, note) = precision.effective(target.trt_version.0);
         if let Some(n) = note {
