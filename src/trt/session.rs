@@ -4,6 +4,7 @@
 //! through per-input device buffers that grow only when a larger shape arrives, and
 //! only the other outputs are copied back. Not run on hardware yet.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -41,9 +42,10 @@ pub struct TrtSession {
     outputs: Vec<String>,
 }
 
-/// An engine input: on the host, or already on this session's stream.
+/// An engine input: on the host (borrowed, or copied from another backend's value), or
+/// already on this session's stream.
 enum Src<'a> {
-    Host(&'a TensorF32),
+    Host(Cow<'a, TensorF32>),
     Device(&'a DeviceTensor),
 }
 
@@ -177,7 +179,7 @@ fn buffer<'a>(
 
 impl ComponentSession for TrtSession {
     fn run(&mut self, inputs: &[(&str, &TensorF32)]) -> Result<Vec<(String, TensorF32)>> {
-        let src: Vec<(&str, Src<'_>)> = inputs.iter().map(|(n, t)| (*n, Src::Host(t))).collect();
+        let src: Vec<(&str, Src<'_>)> = inputs.iter().map(|(n, t)| (*n, Src::Host(Cow::Borrowed(*t)))).collect();
         self.execute(&src, &[])?
             .into_iter()
             .map(|(n, v)| match v {
@@ -189,24 +191,14 @@ impl ComponentSession for TrtSession {
 
     fn run_values(&mut self, inputs: &[(&str, &Value)], keep: &[&str]) -> Result<Vec<(String, Value)>> {
         let stream = self.stream();
-        // values of another backend (or stream) come through the host
-        let copies = inputs
-            .iter()
-            .map(|(_, v)| match v {
-                Value::Resident(r) if DeviceTensor::of(v, &stream).is_none() => r.to_host().map(Some),
-                _ => Ok(None),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // this stream's device tensors by address; host values borrowed, values of another
+        // backend (or stream) copied to the host
         let src = inputs
             .iter()
-            .zip(&copies)
-            .map(|((n, v), copy)| {
-                let s = match (DeviceTensor::of(v, &stream), copy, *v) {
-                    (Some(d), _, _) => Src::Device(d),
-                    (None, Some(t), _) | (None, None, Value::Host(t)) => Src::Host(t),
-                    (None, None, Value::Resident(_)) => {
-                        return Err(Error::new(ErrorKind::Backend, format!("input '{n}' is neither here nor copied")))
-                    }
+            .map(|(n, v)| {
+                let s = match DeviceTensor::of(v, &stream) {
+                    Some(d) => Src::Device(d),
+                    None => Src::Host(v.to_host()?),
                 };
                 Ok((*n, s))
             })
