@@ -37,7 +37,7 @@ fn with_the_cuda_feature_it_fails_clearly_without_a_driver_or_passes_with_one() 
         assert!(ok, "{text}");
         assert!(text.contains("all checks passed"), "{text}");
         let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        assert_eq!(report["items"].as_array().map(|a| a.len()), Some(6), "{report}");
+        assert_eq!(report["items"].as_array().map(|a| a.len()), Some(9), "{report}");
         let _ = std::fs::remove_file(&json);
     } else {
         assert!(!ok, "{text}");

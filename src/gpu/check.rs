@@ -115,12 +115,15 @@ pub fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Compare fp32 outputs: (max |a - b|, values whose bits differ, values over
-/// `rel · max(1, |ref|)`). Bit-identical values (NaN included) count as equal.
+/// `rel · max(1, |ref|)`). Bit-identical values count as equal, and so do two NaNs of any
+/// payload: IEEE 754 leaves the NaN an operation returns to the implementation (a CUDA
+/// `NaN + x` gives the canonical 0x7FFFFFFF, x86 SSE keeps the operand's 0x7FC00000; seen
+/// in `memory_pos` on an H200).
 pub fn compare_f32(got: &[f32], want: &[f32], rel: f32) -> (f64, usize, usize) {
     assert_eq!(got.len(), want.len());
     let (mut max, mut diff, mut over) = (0f64, 0, 0);
     for (&g, &w) in got.iter().zip(want) {
-        if g.to_bits() == w.to_bits() {
+        if g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()) {
             continue;
         }
         diff += 1;
@@ -132,6 +135,15 @@ pub fn compare_f32(got: &[f32], want: &[f32], rel: f32) -> (f64, usize, usize) {
         }
     }
     (max, diff, over)
+}
+
+/// The first value whose bits differ (NaN against NaN excepted, as in [`compare_f32`]):
+/// (index, got bits, want bits), for a failed check's note.
+pub fn first_diff(got: &[f32], want: &[f32]) -> Option<(usize, u32, u32)> {
+    got.iter()
+        .zip(want)
+        .position(|(g, w)| g.to_bits() != w.to_bits() && !(g.is_nan() && w.is_nan()))
+        .map(|i| (i, got[i].to_bits(), want[i].to_bits()))
 }
 
 /// Compare u8 outputs: (max |a - b|, values that differ).
@@ -186,6 +198,12 @@ mod tests {
         assert!(max > 0.0 && max < 1e-6);
         got[0] = 1.1;
         assert_eq!(compare_f32(&got, &want, 1e-6).2, 1);
+        assert_eq!(first_diff(&got, &want), Some((0, 1.1f32.to_bits(), 1.0f32.to_bits())));
+        // another NaN payload is no difference; a NaN against a number is one, of inf
+        let (canonical, x86) = ([f32::from_bits(0x7FFF_FFFF)], [f32::from_bits(0x7FC0_0000)]);
+        assert_eq!(compare_f32(&canonical, &x86, 0.0), (0.0, 0, 0));
+        assert_eq!(first_diff(&canonical, &x86), None);
+        assert_eq!(compare_f32(&canonical, &[1.0], 0.0), (f64::INFINITY, 1, 1));
         assert_eq!(compare_u8(&[1, 2, 9], &[1, 5, 9]), (3.0, 1));
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);

@@ -6,7 +6,7 @@ use cudarc::driver::sys::CUevent_flags;
 use half::bf16;
 
 use super::bank::{BankKey, DeviceBank, GatherObject};
-use super::check::{compare_f32, compare_u8, median, CheckItem, CheckOptions, CheckReport};
+use super::check::{compare_f32, compare_u8, first_diff, median, CheckItem, CheckOptions, CheckReport};
 use super::device::{cuda_err, Gpu, Postprocessor, Preprocessor};
 use super::plan::SplitMix;
 use crate::error::{Error, ErrorKind, Result};
@@ -498,15 +498,22 @@ fn check_store(gpu: &Gpu, opts: &CheckOptions, rng: &mut SplitMix) -> Result<Che
     let got = store.gather(&objs, &pos_rows)?;
     let mut worst = (0f64, 0usize, 0usize);
     let mut shapes_ok = true;
-    for (v, w, tokens) in [
-        (&got[0], &want.memory, 3 * per / m),
-        (&got[1], &want.memory_pos, 3 * per / m),
-        (&got[2], &want.ptrs, 2 * layout.split),
-        (&got[3], &want.ptrs_pos, 2 * layout.split),
+    let mut first = None;
+    for (name, v, w, tokens) in [
+        ("memory", &got[0], &want.memory, 3 * per / m),
+        ("memory_pos", &got[1], &want.memory_pos, 3 * per / m),
+        ("obj_ptrs", &got[2], &want.ptrs, 2 * layout.split),
+        ("obj_ptrs_pos", &got[3], &want.ptrs_pos, 2 * layout.split),
     ] {
         shapes_ok &= v.shape() == [n_obj, tokens, m];
-        let (mx, d, _) = compare_f32(&v.to_host()?.data, w, 0.0);
+        let host = v.to_host()?;
+        let g = &host.data;
+        let (mx, d, _) = compare_f32(g, w, 0.0);
         worst = (worst.0.max(mx), worst.1 + d, worst.2 + w.len());
+        if first.is_none() {
+            first = first_diff(g, w)
+                .map(|(i, gb, wb)| format!("; first difference: {name}[{i}] = {gb:#010x}, expected {wb:#010x}"));
+        }
     }
     let wall = time_wall(Some(gpu), opts.runs, || store.gather(&objs, &pos_rows).map(|_| ()))?;
     Ok(CheckItem {
@@ -520,8 +527,9 @@ fn check_store(gpu: &Gpu, opts: &CheckOptions, rng: &mut SplitMix) -> Result<Che
         gpu_wall_ms: wall,
         cpu_ms: 0.0,
         note: format!(
-            "{} device bytes in the bank; gpu wall = table upload + gather into pooled tensors",
-            store.bytes()
+            "{} device bytes in the bank; gpu wall = table upload + gather into pooled tensors{}",
+            store.bytes(),
+            first.unwrap_or_default()
         ),
     })
 }
