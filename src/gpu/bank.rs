@@ -3,7 +3,8 @@
 //! device buffers that only grow, and a gather that writes the memory-attention inputs
 //! (`memory`, `memory_pos`, `obj_ptrs`, `obj_ptrs_pos`) straight into device buffers, as
 //! `mem_inputs::assemble` builds them on the host. Which frames are kept stays the host
-//! `ObjectMemory`'s decision ([`DeviceBank::retain`] follows it). **Not yet run on a GPU.**
+//! `ObjectMemory`'s decision ([`DeviceBank::retain`] follows it).
+//! **Checked on an H200 by `tamrt gpu-check` (bit-exact); not yet run under TensorRT.**
 
 use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
 use half::bf16;

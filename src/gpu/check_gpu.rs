@@ -1,4 +1,5 @@
-//! The device half of `tamrt gpu-check` (feature `cuda`). **Not yet run on a GPU.**
+//! The device half of `tamrt gpu-check` (feature `cuda`). Ran on an H200 (2026-11-28),
+//! every check passing bit-exact.
 
 use std::time::Instant;
 

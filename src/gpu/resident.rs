@@ -6,7 +6,8 @@
 //!
 //! Everything runs on the pool's one stream: a buffer handed back while an enqueued kernel
 //! still reads it is only rewritten by work enqueued later on the same stream, after that
-//! read. **Not yet run on a GPU.**
+//! read.
+//! **Checked on an H200 by `tamrt gpu-check` (bit-exact); not yet run under TensorRT.**
 
 use std::any::Any;
 use std::fmt;
