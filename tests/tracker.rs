@@ -69,7 +69,8 @@ fn check_scenario(fx: &Path, name: &str, opts: TrackerOptions) -> (f64, f32) {
 
 fn check_scenario_with(fx: &Path, name: &str, opts: TrackerOptions, models: TrackerModels) -> (f64, f32) {
     let video = FrameDir::open(&fx.join("frames")).unwrap();
-    check_fixture_scenario(fx, &meta(fx), &video, name, models, opts)
+    let c = check_fixture_scenario(fx, &meta(fx), &video, name, models, opts);
+    (c.worst_iou, c.worst_rel)
 }
 
 #[test]

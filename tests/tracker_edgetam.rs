@@ -75,7 +75,8 @@ fn check_scenario(fx: &Path, name: &str, opts: TrackerOptions) -> (f64, f32) {
     let m = meta(fx);
     let video = FrameDir::open(&frames_dir(fx, &m)).unwrap();
     let models = TrackerModels::load(&OrtBackend { threads: 2 }, &exported(fx)).unwrap();
-    check_fixture_scenario(fx, &m, &video, name, models, opts)
+    let c = check_fixture_scenario(fx, &m, &video, name, models, opts);
+    (c.worst_iou, c.worst_rel)
 }
 
 #[test]

@@ -19,8 +19,10 @@
 //!
 //! **Status:** `tamrt gpu-check` runs every kernel, the pooled tensors, the bank store and
 //! the frame ops against the CPU functions on a GPU machine and reports errors and timings;
-//! on an H200 (2026-11-28, CUDA 13.0) all nine checks passed bit-exact (README, TensorRT).
-//! Not yet run inside a TensorRT tracking run (no TensorRT there). In CI, without a GPU:
+//! on an H200 (2026-11-28, CUDA 13.0) all nine checks passed bit-exact (README, TensorRT),
+//! and `tests/gpu_tracker.rs` tracked the fixture clip like the official predictor with
+//! the device bank store and frame ops, ONNX Runtime running the graphs. Not yet run with
+//! TensorRT engines (no TensorRT there). In CI, without a GPU:
 //! the tables and the kernels' arithmetic (Rust twins in [`plan`]), and the CUDA C source
 //! itself, compiled as C++ with an emulation of the CUDA built-ins
 //! (`tests/gpu_kernels_emulated.rs`), bit-exact against the CPU functions; the tracker's

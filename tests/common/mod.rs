@@ -9,7 +9,9 @@ use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use tamrt::checkpoint::Checkpoint;
-use tamrt::tracker::{read_prompt_file, CollectSink, FrameDir, FrameSource, Tracker, TrackerModels, TrackerOptions};
+use tamrt::tracker::{
+    read_prompt_file, CollectSink, FrameDir, FrameSource, TrackReport, Tracker, TrackerModels, TrackerOptions,
+};
 
 /// Mask IoU bound per object per frame (the acceptance bound).
 pub const IOU_MIN: f64 = 0.99;
@@ -61,8 +63,16 @@ pub fn merge_overrides(base: &Path, overrides: &Path, out: &Path) {
     std::fs::write(out, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
 }
 
+/// What [`track_and_compare`] found: the worst IoU and relative logit error over every
+/// (object, frame), and the tracker's report (where the bank and frame ops ran).
+pub struct Compared {
+    pub worst_iou: f64,
+    pub worst_rel: f32,
+    pub report: TrackReport,
+}
+
 /// Track `name`'s prompts over `video` and compare every (object, frame) output with the
-/// reference logits in `refs_file`; returns (worst IoU, worst relative logit error).
+/// reference logits in `refs_file`.
 #[allow(clippy::too_many_arguments)]
 pub fn track_and_compare(
     name: &str,
@@ -73,7 +83,7 @@ pub fn track_and_compare(
     order: &[usize],
     refs_file: &Path,
     opts: TrackerOptions,
-) -> (f64, f32) {
+) -> Compared {
     let (w, h) = video.size();
     let prompts = read_prompt_file(prompts_file, video.len(), w, h).unwrap();
     let pinned_budget = opts.prompt_feature_bytes;
@@ -125,7 +135,7 @@ pub fn track_and_compare(
     }
     assert_eq!(seen, refs.len(), "{name}: every reference (object, frame) must be produced");
     println!("{name}: worst IoU {worst_iou:.5}, worst logit error {worst_rel:.2e} of max|ref|");
-    (worst_iou, worst_rel)
+    Compared { worst_iou, worst_rel, report }
 }
 
 /// Track scenario `name` of a tracker fixture (`fx` holds `prompts_<name>.json` and
@@ -138,7 +148,7 @@ pub fn check_fixture_scenario(
     name: &str,
     models: TrackerModels,
     opts: TrackerOptions,
-) -> (f64, f32) {
+) -> Compared {
     let sc = &meta["scenarios"][name];
     let order: Vec<usize> = sc["order"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     track_and_compare(
