@@ -6,7 +6,10 @@ pub mod bank_store;
 pub mod frame_ops;
 #[cfg(feature = "ort")]
 pub mod ort;
+pub mod rope_cross_attention;
 pub mod select;
+#[cfg(feature = "ort")]
+pub mod split_attention;
 pub mod value;
 
 use std::path::Path;

@@ -175,7 +175,13 @@ impl Backend for OrtBackend {
         "ort-cpu"
     }
     fn load(&self, model_dir: &Path, component: Component) -> Result<Box<dyn ComponentSession>> {
-        Ok(Box::new(OrtSession::load(&model_dir.join(component.file_name()), self.threads)?))
+        let path = model_dir.join(component.file_name());
+        if component == Component::MemoryAttention {
+            if let Some(s) = super::split_attention::try_load(model_dir, &path, self.threads)? {
+                return Ok(Box::new(s));
+            }
+        }
+        Ok(Box::new(OrtSession::load(&path, self.threads)?))
     }
 }
 
@@ -189,10 +195,20 @@ pub struct OrtSession {
 
 impl OrtSession {
     pub fn load(path: &Path, threads: usize) -> Result<OrtSession> {
-        let (_, env) = environment()?;
         if !path.exists() {
             return Err(Error::new(ErrorKind::InvalidInput, format!("graph '{}' does not exist", path.display())));
         }
+        Self::load_from(path, None, threads)
+    }
+
+    /// A session of a graph given as bytes (built in memory, run between other CPU work:
+    /// its threads do not spin-wait after a run); `name` stands for its file in messages.
+    pub fn load_bytes(name: &Path, bytes: &[u8], threads: usize) -> Result<OrtSession> {
+        Self::load_from(name, Some(bytes), threads)
+    }
+
+    fn load_from(path: &Path, bytes: Option<&[u8]>, threads: usize) -> Result<OrtSession> {
+        let (_, env) = environment()?;
         let ctx = |e: ort::Error| backend_err(format!("ONNX Runtime cannot load '{}': {e}", path.display()));
         let mut b = Session::builder(env).map_err(ctx)?;
         b = b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(|e| ctx(e.into()))?;
@@ -215,7 +231,16 @@ impl OrtSession {
             b = b.with_intra_threads(threads).map_err(|e| ctx(e.into()))?;
             b = b.with_inter_threads(1).map_err(|e| ctx(e.into()))?;
         }
-        let session = b.commit_from_file(path).map_err(ctx)?;
+        if bytes.is_some() {
+            // pieces alternate with tamrt's own threads: pool threads spinning after a
+            // run took the cores from the kernel that follows (the real-size memory
+            // attention's cross-attention ran ~25% slower)
+            b = b.with_intra_op_spinning(false).map_err(|e| ctx(e.into()))?;
+        }
+        let session = match bytes {
+            Some(bytes) => b.commit_from_memory(bytes).map_err(ctx)?,
+            None => b.commit_from_file(path).map_err(ctx)?,
+        };
         let mut run_options = RunOptions::new().map_err(ctx)?;
         if mode == ArenaMode::Shrink {
             run_options.set("memory.enable_memory_arena_shrinkage", "cpu:0").map_err(ctx)?;

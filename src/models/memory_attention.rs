@@ -278,7 +278,7 @@ pub(crate) fn raw_values_out(g: &mut Graph, vb: &Vb, dm: &Dims, o: &Value) -> Re
 
 /// `RoPEAttention.forward(q=tgt2, k=tgt2, v=tgt2)`: queries and keys both rotated with
 /// the E×E table.
-fn self_attention(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, rope: &RopeConsts) -> Result<Value> {
+pub(crate) fn self_attention(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, rope: &RopeConsts) -> Result<Value> {
     let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
     let k = proj(g, &vb.pp("k_proj"), dm, x, dm.d)?;
     let v = proj(g, &vb.pp("v_proj"), dm, x, dm.d)?;

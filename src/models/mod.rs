@@ -7,6 +7,7 @@ pub mod hiera;
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod memory_attention;
+pub mod memory_attention_split;
 pub mod memory_attention_v2;
 pub mod memory_encoder;
 pub mod perceiver;

@@ -106,6 +106,11 @@ impl Graph {
         }
     }
 
+    /// The graph's name (`Graph::new`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn set_doc(&mut self, doc: &str) {
         self.doc = doc.to_string();
     }

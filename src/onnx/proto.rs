@@ -686,6 +686,77 @@ pub fn read_summary(bytes: &[u8]) -> Result<ModelSummary, String> {
     Ok(out)
 }
 
+/// A float32 initializer read back: (name, dims, values).
+pub type F32Initializer = (String, Vec<usize>, Vec<f32>);
+
+/// The float32 initializers of a model file's graph whose names `want` accepts, as
+/// (name, dims, values). Payloads in `raw_data` or `float_data`; external data is an
+/// error (tamrt writes it only for graphs over 1.8 GB).
+pub fn read_f32_initializers(
+    bytes: &[u8],
+    want: impl Fn(&str) -> bool,
+) -> Result<Vec<F32Initializer>, String> {
+    let mut out = Vec::new();
+    let mut r = Reader::new(bytes);
+    while !r.done() {
+        let (f, _, s, _) = r.field()?;
+        if f != 7 {
+            continue;
+        }
+        let mut g = Reader::new(s);
+        while !g.done() {
+            let (gf, _, gs, _) = g.field()?;
+            if gf != 5 {
+                continue;
+            }
+            let mut t = Reader::new(gs);
+            let (mut name, mut dtype, mut dims, mut raw, mut floats, mut external) =
+                (String::new(), 0, Vec::new(), None, Vec::new(), false);
+            while !t.done() {
+                let (tf, wt, ts, tv) = t.field()?;
+                match (tf, wt) {
+                    (1, WT_LEN) => {
+                        let mut p = Reader::new(ts);
+                        while !p.done() {
+                            dims.push(p.varint()? as usize);
+                        }
+                    }
+                    (1, WT_VARINT) => dims.push(tv as usize),
+                    (2, _) => dtype = tv as i32,
+                    (4, WT_LEN) => {
+                        floats.extend(ts.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                    }
+                    (4, WT_I32) => floats.push(f32::from_le_bytes([ts[0], ts[1], ts[2], ts[3]])),
+                    (8, _) => name = String::from_utf8_lossy(ts).into_owned(),
+                    (9, _) => raw = Some(ts),
+                    (14, _) => external = tv == 1,
+                    _ => {}
+                }
+            }
+            if dtype != DataType::Float as i32 || !want(&name) {
+                continue;
+            }
+            if external {
+                return Err(format!("initializer '{name}' is in external data"));
+            }
+            let values = match raw {
+                Some(b) if b.len() % 4 == 0 => {
+                    b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+                }
+                Some(b) => {
+                    return Err(format!("initializer '{name}': {} raw bytes, not whole float32 values", b.len()))
+                }
+                None => std::mem::take(&mut floats),
+            };
+            if values.len() != dims.iter().product::<usize>() {
+                return Err(format!("initializer '{name}': {} values for dims {dims:?}", values.len()));
+            }
+            out.push((name, dims, values));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,380 @@
+//! The AVX-512F kernel of [`super`]: groups of 32 queries, each factored once, then
+//! scored, soft-maxed online and summed over every object's keys, tile by tile.
+#![allow(clippy::needless_range_loop)] // loops index several layouts with one counter
+
+use std::arch::x86_64::*;
+
+use super::{Call, Factor, LayerTables, CB, G, MAX_FRAMES_PER_PASS, PTR_CHUNK, TILE};
+
+/// Per-thread buffers, reused for every group.
+struct Scratch {
+    /// One part of the group's queries, transposed (`[width][G]`), and turned back.
+    qt: Vec<f32>,
+    qr: Vec<f32>,
+    /// `u[x][c][i]`, `bu[x][i]`; `w[y][c][i]`, `bw[y][i]`; `z[c][i]`, `bz[i]`.
+    u: Vec<f32>,
+    bu: Vec<f32>,
+    w: Vec<f32>,
+    bw: Vec<f32>,
+    z: Vec<f32>,
+    bz: Vec<f32>,
+    /// One chunk's scores, then weights: `[rows][G]`, and each row's value offset.
+    s: Vec<f32>,
+    voff: Vec<usize>,
+    /// Running weighted sums `[G][kv]`, maxima and weight sums.
+    acc: Vec<f32>,
+    max: [f32; G],
+    sum: [f32; G],
+}
+
+impl Scratch {
+    fn new(t: &LayerTables) -> Scratch {
+        let (d, kv, e) = (t.dims.d, t.dims.kv, t.dims.e);
+        let rows = (TILE * TILE * MAX_FRAMES_PER_PASS).max(PTR_CHUNK);
+        Scratch {
+            qt: vec![0.0; d * G],
+            qr: vec![0.0; d * G],
+            u: vec![0.0; e * kv * G],
+            bu: vec![0.0; e * G],
+            w: vec![0.0; e * kv * G],
+            bw: vec![0.0; e * G],
+            z: vec![0.0; kv * G],
+            bz: vec![0.0; G],
+            s: vec![0.0; rows * G],
+            voff: vec![0; rows],
+            acc: vec![0.0; G * kv],
+            max: [0.0; G],
+            sum: [0.0; G],
+        }
+    }
+}
+
+/// The output pointer, shared by threads that write disjoint rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each work item writes only the rows of its own query group (see `run`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// All work items (query batch × group) over `threads` threads.
+pub(super) fn run(t: &LayerTables, c: &Call, out: &mut [f32], threads: usize) {
+    let n = t.dims.e * t.dims.e;
+    let groups = n / G;
+    let items = c.bq * groups;
+    let per = items.div_ceil(threads);
+    let ptr = OutPtr(out.as_mut_ptr());
+    std::thread::scope(|s| {
+        for th in 0..threads {
+            let range = (th * per).min(items)..((th + 1) * per).min(items);
+            if range.is_empty() {
+                continue;
+            }
+            s.spawn(move || {
+                let ptr = ptr;
+                let mut sc = Scratch::new(t);
+                for item in range {
+                    // SAFETY: `attend` checked AVX-512F and every buffer length against
+                    // the dims; items write disjoint output rows.
+                    unsafe { group(t, c, item / groups, item % groups, ptr.0, &mut sc) };
+                }
+            });
+        }
+    });
+}
+
+/// Queries `[gi·G, gi·G + G)` of query batch `qb`, for every object that uses it.
+#[target_feature(enable = "avx512f")]
+unsafe fn group(t: &LayerTables, c: &Call, qb: usize, gi: usize, out: *mut f32, sc: &mut Scratch) {
+    let (d, kv, e) = (t.dims.d, t.dims.kv, t.dims.e);
+    let n = e * e;
+    let q = &c.q[(qb * n + gi * G) * d..(qb * n + gi * G + G) * d];
+    factor(&t.x, q, d, 0, &mut sc.qt, &mut sc.qr, &mut sc.u, &mut sc.bu);
+    factor(&t.y, q, d, d / 2, &mut sc.qt, &mut sc.qr, &mut sc.w, &mut sc.bw);
+    if c.pointers > 0 {
+        factor(&t.ptr, q, d, 0, &mut sc.qt, &mut sc.qr, &mut sc.z, &mut sc.bz);
+    }
+    let objects = if c.bq == 1 { 0..c.objects } else { qb..qb + 1 };
+    for o in objects {
+        sc.acc.fill(0.0);
+        sc.max = [f32::NEG_INFINITY; G];
+        sc.sum = [0.0; G];
+        let (mk, mv) = (&c.mem_k[o * c.frames * n * kv..], &c.mem_v[o * c.frames * n * kv..]);
+        for tile in 0..(e / TILE) * (e / TILE) {
+            let mut f0 = 0;
+            while f0 < c.frames {
+                let fc = (c.frames - f0).min(MAX_FRAMES_PER_PASS);
+                let rows = tile_scores(t, sc, mk, tile, f0, fc);
+                softmax_step(sc, rows);
+                values(sc, rows, mv, kv);
+                f0 += fc;
+            }
+        }
+        let (pk, pv) = (&c.ptr_k[o * c.pointers * kv..], &c.ptr_v[o * c.pointers * kv..]);
+        let mut p0 = 0;
+        while p0 < c.pointers {
+            let np = (c.pointers - p0).min(PTR_CHUNK);
+            pointer_scores(sc, pk, kv, p0, np);
+            softmax_step(sc, np);
+            values(sc, np, pv, kv);
+            p0 += np;
+        }
+        for i in 0..G {
+            let dst = out.add((o * n + gi * G + i) * kv);
+            let inv = 1.0 / sc.sum[i];
+            for col in 0..kv {
+                *dst.add(col) = sc.acc[i * kv + col] * inv;
+            }
+        }
+    }
+}
+
+/// `u[t][c][i] = Σ_r f.a[c][r]·(R_tᵀ·q_i)[r]`, `bu[t][i] = Σ_r f.b[r]·(R_tᵀ·q_i)[r]` for
+/// the part `[off, off + width)` of the group's queries (no rotation for the pointers).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn factor(
+    f: &Factor,
+    q: &[f32],
+    d: usize,
+    off: usize,
+    qt: &mut [f32],
+    qr: &mut [f32],
+    u: &mut [f32],
+    bu: &mut [f32],
+) {
+    let width = f.width;
+    for i in 0..G {
+        for r in 0..width {
+            qt[r * G + i] = q[i * d + off + r];
+        }
+    }
+    let kv = f.a.len() / width;
+    let a = f.a.as_ptr();
+    for t in 0..f.positions {
+        let src = if f.cos.is_empty() {
+            qt.as_ptr()
+        } else {
+            // R_tᵀ per pair: (q0, q1) -> (q0·cos + q1·sin, q1·cos − q0·sin)
+            for p in 0..width / 2 {
+                let (c, s) = (_mm512_set1_ps(f.cos[t * width / 2 + p]), _mm512_set1_ps(f.sin[t * width / 2 + p]));
+                for h in [0, 16] {
+                    let q0 = _mm512_loadu_ps(qt.as_ptr().add(2 * p * G + h));
+                    let q1 = _mm512_loadu_ps(qt.as_ptr().add((2 * p + 1) * G + h));
+                    _mm512_storeu_ps(qr.as_mut_ptr().add(2 * p * G + h), _mm512_fmadd_ps(q1, s, _mm512_mul_ps(q0, c)));
+                    _mm512_storeu_ps(
+                        qr.as_mut_ptr().add((2 * p + 1) * G + h),
+                        _mm512_fnmadd_ps(q0, s, _mm512_mul_ps(q1, c)),
+                    );
+                }
+            }
+            qr.as_ptr()
+        };
+        for c0 in (0..kv).step_by(CB) {
+            let mut acc = [_mm512_setzero_ps(); 2 * CB];
+            for r in 0..width {
+                let q0 = _mm512_loadu_ps(src.add(r * G));
+                let q1 = _mm512_loadu_ps(src.add(r * G + 16));
+                for k in 0..CB {
+                    let w = _mm512_set1_ps(*a.add((c0 + k) * width + r));
+                    acc[2 * k] = _mm512_fmadd_ps(w, q0, acc[2 * k]);
+                    acc[2 * k + 1] = _mm512_fmadd_ps(w, q1, acc[2 * k + 1]);
+                }
+            }
+            for k in 0..CB {
+                let o = u.as_mut_ptr().add((t * kv + c0 + k) * G);
+                _mm512_storeu_ps(o, acc[2 * k]);
+                _mm512_storeu_ps(o.add(16), acc[2 * k + 1]);
+            }
+        }
+        let (mut b0, mut b1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for r in 0..width {
+            let w = _mm512_set1_ps(f.b[r]);
+            b0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(src.add(r * G)), b0);
+            b1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(src.add(r * G + 16)), b1);
+        }
+        _mm512_storeu_ps(bu.as_mut_ptr().add(t * G), b0);
+        _mm512_storeu_ps(bu.as_mut_ptr().add(t * G + 16), b1);
+    }
+}
+
+/// Scores of frames `[f0, f0 + fc)` at the keys of one grid tile: `s[r·fc + f][i]`.
+/// Returns the row count.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_scores(t: &LayerTables, sc: &mut Scratch, mk: &[f32], tile: usize, f0: usize, fc: usize) -> usize {
+    match fc {
+        1 => tile_scores_n::<1>(t, sc, mk, tile, f0),
+        2 => tile_scores_n::<2>(t, sc, mk, tile, f0),
+        3 => tile_scores_n::<3>(t, sc, mk, tile, f0),
+        4 => tile_scores_n::<4>(t, sc, mk, tile, f0),
+        5 => tile_scores_n::<5>(t, sc, mk, tile, f0),
+        6 => tile_scores_n::<6>(t, sc, mk, tile, f0),
+        7 => tile_scores_n::<7>(t, sc, mk, tile, f0),
+        _ => tile_scores_n::<8>(t, sc, mk, tile, f0),
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_scores_n<const F: usize>(
+    t: &LayerTables,
+    sc: &mut Scratch,
+    mk: &[f32],
+    tile: usize,
+    f0: usize,
+) -> usize {
+    let (kv, e) = (t.dims.kv, t.dims.e);
+    let n = e * e;
+    let tiles_x = e / TILE;
+    let (ty, tx) = (tile / tiles_x, tile % tiles_x);
+    for r in 0..TILE * TILE {
+        let (x, y) = (tx * TILE + r % TILE, ty * TILE + r / TILE);
+        let j = y * e + x;
+        let (up, wp) = (sc.u.as_ptr().add(x * kv * G), sc.w.as_ptr().add(y * kv * G));
+        let mut a0 = [_mm512_setzero_ps(); F];
+        let mut a1 = [_mm512_setzero_ps(); F];
+        let kp = mk.as_ptr().add((f0 * n + j) * kv);
+        for c in 0..kv {
+            let g0 = _mm512_add_ps(_mm512_loadu_ps(up.add(c * G)), _mm512_loadu_ps(wp.add(c * G)));
+            let g1 = _mm512_add_ps(_mm512_loadu_ps(up.add(c * G + 16)), _mm512_loadu_ps(wp.add(c * G + 16)));
+            for f in 0..F {
+                let m = _mm512_set1_ps(*kp.add(f * n * kv + c));
+                a0[f] = _mm512_fmadd_ps(g0, m, a0[f]);
+                a1[f] = _mm512_fmadd_ps(g1, m, a1[f]);
+            }
+        }
+        let b0 = _mm512_add_ps(_mm512_loadu_ps(sc.bu.as_ptr().add(x * G)), _mm512_loadu_ps(sc.bw.as_ptr().add(y * G)));
+        let b1 = _mm512_add_ps(
+            _mm512_loadu_ps(sc.bu.as_ptr().add(x * G + 16)),
+            _mm512_loadu_ps(sc.bw.as_ptr().add(y * G + 16)),
+        );
+        for f in 0..F {
+            let row = r * F + f;
+            let o = sc.s.as_mut_ptr().add(row * G);
+            _mm512_storeu_ps(o, _mm512_add_ps(a0[f], b0));
+            _mm512_storeu_ps(o.add(16), _mm512_add_ps(a1[f], b1));
+            sc.voff[row] = ((f0 + f) * n + j) * kv;
+        }
+    }
+    TILE * TILE * F
+}
+
+/// Scores of pointer keys `[p0, p0 + np)` (not rotated): `s[p][i] = z·k_p + bz`.
+#[target_feature(enable = "avx512f")]
+unsafe fn pointer_scores(sc: &mut Scratch, pk: &[f32], kv: usize, p0: usize, np: usize) {
+    let zp = sc.z.as_ptr();
+    for p in 0..np {
+        let kp = pk.as_ptr().add((p0 + p) * kv);
+        let mut a0 = _mm512_loadu_ps(sc.bz.as_ptr());
+        let mut a1 = _mm512_loadu_ps(sc.bz.as_ptr().add(16));
+        for c in 0..kv {
+            let m = _mm512_set1_ps(*kp.add(c));
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(zp.add(c * G)), m, a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(zp.add(c * G + 16)), m, a1);
+        }
+        _mm512_storeu_ps(sc.s.as_mut_ptr().add(p * G), a0);
+        _mm512_storeu_ps(sc.s.as_mut_ptr().add(p * G + 16), a1);
+        sc.voff[p] = (p0 + p) * kv;
+    }
+}
+
+/// `e^x` for x ≤ 0: range reduction by ln 2, degree-6 Taylor on |r| ≤ ln2/2 (relative
+/// error ~1e-7), `scalef` for the power of two; below −87 it returns ~0.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp_neg(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+    let n = _mm512_roundscale_ps::<0>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(k));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+/// Online softmax over one chunk of `rows` scores: raise the running maxima, rescale what
+/// was summed under the old ones, turn the scores into weights `e^(s − max)`.
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_step(sc: &mut Scratch, rows: usize) {
+    let kv = sc.acc.len() / G;
+    let mut cm = [_mm512_set1_ps(f32::NEG_INFINITY); 2];
+    for r in 0..rows {
+        for h in 0..2 {
+            cm[h] = _mm512_max_ps(cm[h], _mm512_loadu_ps(sc.s.as_ptr().add(r * G + h * 16)));
+        }
+    }
+    let mut chunk_max = [0f32; G];
+    _mm512_storeu_ps(chunk_max.as_mut_ptr(), cm[0]);
+    _mm512_storeu_ps(chunk_max.as_mut_ptr().add(16), cm[1]);
+    for i in 0..G {
+        let m = sc.max[i].max(chunk_max[i]);
+        if m > sc.max[i] && sc.max[i] > f32::NEG_INFINITY {
+            let scale = (sc.max[i] - m).exp();
+            sc.sum[i] *= scale;
+            sc.acc[i * kv..(i + 1) * kv].iter_mut().for_each(|a| *a *= scale);
+        }
+        sc.max[i] = m;
+    }
+    let m = [_mm512_loadu_ps(sc.max.as_ptr()), _mm512_loadu_ps(sc.max.as_ptr().add(16))];
+    let mut l = [_mm512_setzero_ps(); 2];
+    for r in 0..rows {
+        for h in 0..2 {
+            let sp = sc.s.as_mut_ptr().add(r * G + h * 16);
+            let p = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(sp), m[h]));
+            _mm512_storeu_ps(sp, p);
+            l[h] = _mm512_add_ps(l[h], p);
+        }
+    }
+    let mut ls = [0f32; G];
+    _mm512_storeu_ps(ls.as_mut_ptr(), l[0]);
+    _mm512_storeu_ps(ls.as_mut_ptr().add(16), l[1]);
+    for i in 0..G {
+        sc.sum[i] += ls[i];
+    }
+}
+
+/// `acc[i][c] += Σ_r s[r][i]·v[voff[r] + c]`, 4 queries × up to 64 columns per pass.
+#[target_feature(enable = "avx512f")]
+unsafe fn values(sc: &mut Scratch, rows: usize, v: &[f32], kv: usize) {
+    let mut c0 = 0;
+    while c0 < kv {
+        match (kv - c0) / 16 {
+            1 => values_n::<1>(sc, rows, v, kv, c0),
+            2 => values_n::<2>(sc, rows, v, kv, c0),
+            3 => values_n::<3>(sc, rows, v, kv, c0),
+            _ => values_n::<4>(sc, rows, v, kv, c0),
+        }
+        c0 += 64.min(kv - c0);
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn values_n<const V: usize>(sc: &mut Scratch, rows: usize, v: &[f32], kv: usize, c0: usize) {
+    for i0 in (0..G).step_by(4) {
+        let mut a = [[_mm512_setzero_ps(); V]; 4];
+        for q in 0..4 {
+            for k in 0..V {
+                a[q][k] = _mm512_loadu_ps(sc.acc.as_ptr().add((i0 + q) * kv + c0 + k * 16));
+            }
+        }
+        for r in 0..rows {
+            let vp = v.as_ptr().add(sc.voff[r] + c0);
+            let mut vv = [_mm512_setzero_ps(); V];
+            for k in 0..V {
+                vv[k] = _mm512_loadu_ps(vp.add(k * 16));
+            }
+            let pr = sc.s.as_ptr().add(r * G + i0);
+            for q in 0..4 {
+                let p = _mm512_set1_ps(*pr.add(q));
+                for k in 0..V {
+                    a[q][k] = _mm512_fmadd_ps(p, vv[k], a[q][k]);
+                }
+            }
+        }
+        for q in 0..4 {
+            for k in 0..V {
+                _mm512_storeu_ps(sc.acc.as_mut_ptr().add((i0 + q) * kv + c0 + k * 16), a[q][k]);
+            }
+        }
+    }
+}
