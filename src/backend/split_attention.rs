@@ -193,8 +193,10 @@ impl SplitAttentionSession {
         }
         tracing::debug!("memory attention: layer 0 queries computed");
         let [cos, sin] = &self.rope;
+        let t0 = std::time::Instant::now();
         let mut out =
             self.first.run(&[("curr", curr), ("curr_pos", curr_pos), (ROPE_INPUTS[0], cos), (ROPE_INPUTS[1], sin)])?;
+        tracing::trace!("memory attention piece first: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
         let (tgt, q) = (take_output(&mut out, "tgt_out")?, take_output(&mut out, "q")?);
         // only a frame shared by all objects (batch 1) comes back for the next objects
         self.cache = (curr.shape[0] == 1).then(|| FirstCache { key, tgt: tgt.clone(), q: q.clone() });
@@ -266,13 +268,16 @@ impl ComponentSession for SplitAttentionSession {
                 t0.elapsed().as_secs_f64() * 1e3,
                 tokens / n
             );
+            let t0 = std::time::Instant::now();
             if l + 1 == layers {
                 let mut out = self.last.run(&[("tgt", &tgt), ("attn", &attn)])?;
+                tracing::trace!("memory attention piece last: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
                 return Ok(vec![("pix_feat_with_mem".to_string(), take_output(&mut out, "pix_feat_with_mem")?)]);
             }
             let [cos, sin] = &self.rope;
             let mut out =
                 self.mids[l].run(&[("tgt", &tgt), ("attn", &attn), (ROPE_INPUTS[0], cos), (ROPE_INPUTS[1], sin)])?;
+            tracing::trace!("memory attention piece mid{l}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
             (tgt, q) = (take_output(&mut out, "tgt_out")?, take_output(&mut out, "q")?);
         }
         Err(self.err("no layers"))

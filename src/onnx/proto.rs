@@ -692,10 +692,7 @@ pub type F32Initializer = (String, Vec<usize>, Vec<f32>);
 /// The float32 initializers of a model file's graph whose names `want` accepts, as
 /// (name, dims, values). Payloads in `raw_data` or `float_data`; external data is an
 /// error (tamrt writes it only for graphs over 1.8 GB).
-pub fn read_f32_initializers(
-    bytes: &[u8],
-    want: impl Fn(&str) -> bool,
-) -> Result<Vec<F32Initializer>, String> {
+pub fn read_f32_initializers(bytes: &[u8], want: impl Fn(&str) -> bool) -> Result<Vec<F32Initializer>, String> {
     let mut out = Vec::new();
     let mut r = Reader::new(bytes);
     while !r.done() {
