@@ -201,8 +201,8 @@ impl OrtSession {
         Self::load_from(path, None, threads)
     }
 
-    /// A session of a graph given as bytes (built in memory, run between other CPU work:
-    /// its threads do not spin-wait after a run); `name` stands for its file in messages.
+    /// A session of a graph given as bytes (built in memory); `name` stands for its file
+    /// in messages.
     pub fn load_bytes(name: &Path, bytes: &[u8], threads: usize) -> Result<OrtSession> {
         Self::load_from(name, Some(bytes), threads)
     }
@@ -231,10 +231,13 @@ impl OrtSession {
             b = b.with_intra_threads(threads).map_err(|e| ctx(e.into()))?;
             b = b.with_inter_threads(1).map_err(|e| ctx(e.into()))?;
         }
-        if bytes.is_some() {
-            // pieces alternate with tamrt's own threads: pool threads spinning after a
-            // run took the cores from the kernel that follows (the real-size memory
-            // attention's cross-attention ran ~25% slower)
+        if std::env::var("TAMRT_ORT_SPIN").as_deref() != Ok("1") {
+            // The tracker runs sessions one after another, between its own threads (frame
+            // decoding, the fused cross-attention): a session's pool threads spinning after
+            // its run took the cores from what came next. Real-size sam2.1_hiera_t clip,
+            // 2 threads: the fused cross-attention ~25% slower with spinning pieces; the
+            // whole propagation 6.15 and 6.05 s/frame spinning against 5.75 and 5.98 not
+            // (alternating runs). `TAMRT_ORT_SPIN=1` lets them spin (ONNX Runtime's default).
             b = b.with_intra_op_spinning(false).map_err(|e| ctx(e.into()))?;
         }
         let session = match bytes {

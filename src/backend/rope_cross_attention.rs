@@ -15,7 +15,8 @@
 //! (`models::memory_attention::raw_values_out`). Exact in real arithmetic; in float32
 //! the sums are reordered (the tests bound the difference).
 //!
-//! `examples/rope_cross_attention` times this kernel alone.
+//! `examples/memory_attention_cpu` times the memory attention with this kernel against
+//! the exported graph run whole.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -205,57 +206,59 @@ pub fn attend(t: &LayerTables, call: &Call, threads: usize) -> Result<Vec<f32>> 
     Ok(out)
 }
 
-/// Upstream's formula in float64, the reference of the tests: keys `Wk·m + bk`, memory
-/// keys turned by their grid position's row of `cos`/`sin`, softmax over all keys,
-/// weighted sum of the values. Returns `[objects, e·e, kv]`.
-#[allow(clippy::too_many_arguments)]
-pub fn reference(dims: Dims, wk: &[f32], bk: &[f32], cos: &[f32], sin: &[f32], call: &Call) -> Vec<f64> {
-    let Dims { d, kv, e } = dims;
-    let n = e * e;
-    let mut out = vec![0f64; call.objects * n * kv];
-    for o in 0..call.objects {
-        let key = |m: &[f32]| -> Vec<f64> {
-            (0..d).map(|r| bk[r] as f64 + (0..kv).map(|c| wk[r * kv + c] as f64 * m[c] as f64).sum::<f64>()).collect()
-        };
-        let mut keys = Vec::new();
-        for f in 0..call.frames {
-            for j in 0..n {
-                let at = ((o * call.frames + f) * n + j) * kv;
-                let k = key(&call.mem_k[at..at + kv]);
-                let mut rot = vec![0f64; d];
-                for p in 0..d / 2 {
-                    let (c, s) = (cos[j * d / 2 + p] as f64, sin[j * d / 2 + p] as f64);
-                    rot[2 * p] = k[2 * p] * c - k[2 * p + 1] * s;
-                    rot[2 * p + 1] = k[2 * p] * s + k[2 * p + 1] * c;
-                }
-                keys.push((rot, &call.mem_v[at..at + kv]));
-            }
-        }
-        for p in 0..call.pointers {
-            let at = (o * call.pointers + p) * kv;
-            keys.push((key(&call.ptr_k[at..at + kv]), &call.ptr_v[at..at + kv]));
-        }
-        let qo = if call.bq == 1 { 0 } else { o };
-        for i in 0..n {
-            let q = &call.q[(qo * n + i) * d..(qo * n + i + 1) * d];
-            let s: Vec<f64> = keys.iter().map(|(k, _)| k.iter().zip(q).map(|(a, b)| a * *b as f64).sum()).collect();
-            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            let z: f64 = w.iter().sum();
-            let dst = &mut out[(o * n + i) * kv..(o * n + i + 1) * kv];
-            for ((_, v), wi) in keys.iter().zip(&w) {
-                for c in 0..kv {
-                    dst[c] += wi / z * v[c] as f64;
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Upstream's formula in float64, the reference of the tests: keys `Wk·m + bk`, memory
+    /// keys turned by their grid position's row of `cos`/`sin`, softmax over all keys,
+    /// weighted sum of the values. Returns `[objects, e·e, kv]`.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(dims: Dims, wk: &[f32], bk: &[f32], cos: &[f32], sin: &[f32], call: &Call) -> Vec<f64> {
+        let Dims { d, kv, e } = dims;
+        let n = e * e;
+        let mut out = vec![0f64; call.objects * n * kv];
+        for o in 0..call.objects {
+            let key = |m: &[f32]| -> Vec<f64> {
+                (0..d)
+                    .map(|r| bk[r] as f64 + (0..kv).map(|c| wk[r * kv + c] as f64 * m[c] as f64).sum::<f64>())
+                    .collect()
+            };
+            let mut keys = Vec::new();
+            for f in 0..call.frames {
+                for j in 0..n {
+                    let at = ((o * call.frames + f) * n + j) * kv;
+                    let k = key(&call.mem_k[at..at + kv]);
+                    let mut rot = vec![0f64; d];
+                    for p in 0..d / 2 {
+                        let (c, s) = (cos[j * d / 2 + p] as f64, sin[j * d / 2 + p] as f64);
+                        rot[2 * p] = k[2 * p] * c - k[2 * p + 1] * s;
+                        rot[2 * p + 1] = k[2 * p] * s + k[2 * p + 1] * c;
+                    }
+                    keys.push((rot, &call.mem_v[at..at + kv]));
+                }
+            }
+            for p in 0..call.pointers {
+                let at = (o * call.pointers + p) * kv;
+                keys.push((key(&call.ptr_k[at..at + kv]), &call.ptr_v[at..at + kv]));
+            }
+            let qo = if call.bq == 1 { 0 } else { o };
+            for i in 0..n {
+                let q = &call.q[(qo * n + i) * d..(qo * n + i + 1) * d];
+                let s: Vec<f64> = keys.iter().map(|(k, _)| k.iter().zip(q).map(|(a, b)| a * *b as f64).sum()).collect();
+                let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = w.iter().sum();
+                let dst = &mut out[(o * n + i) * kv..(o * n + i + 1) * kv];
+                for ((_, v), wi) in keys.iter().zip(&w) {
+                    for c in 0..kv {
+                        dst[c] += wi / z * v[c] as f64;
+                    }
+                }
+            }
+        }
+        out
+    }
 
     /// Seeded uniform values in [-scale, scale).
     fn rand(seed: u64, n: usize, scale: f32) -> Vec<f32> {
