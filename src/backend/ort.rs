@@ -177,7 +177,7 @@ impl Backend for OrtBackend {
     fn load(&self, model_dir: &Path, component: Component) -> Result<Box<dyn ComponentSession>> {
         let path = model_dir.join(component.file_name());
         if component == Component::MemoryAttention {
-            if let Some(s) = super::split_attention::try_load(model_dir, &path, self.threads)? {
+            if let Some(s) = super::split_attention::try_load(model_dir, &path, self.threads) {
                 return Ok(Box::new(s));
             }
         }

@@ -46,22 +46,20 @@ pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
 /// The split session for the memory attention of the model in `model_dir` (graph at
 /// `path`), or None where it does not apply (reason logged) or cannot be built (warned;
 /// the exported graph then runs as is).
-pub fn try_load(model_dir: &Path, path: &Path, threads: usize) -> Result<Option<SplitAttentionSession>> {
-    let Ok(manifest) = Manifest::read(model_dir) else {
-        return Ok(None);
-    };
+pub fn try_load(model_dir: &Path, path: &Path, threads: usize) -> Option<SplitAttentionSession> {
+    let manifest = Manifest::read(model_dir).ok()?;
     if let Some(why) = unsupported(&manifest.config) {
         tracing::debug!("memory attention: the exported graph on ONNX Runtime ({why})");
-        return Ok(None);
+        return None;
     }
     match SplitAttentionSession::load(path, &manifest.config, threads) {
         Ok(s) => {
             tracing::info!("memory attention: ONNX Runtime with the fused AVX-512 cross-attention");
-            Ok(Some(s))
+            Some(s)
         }
         Err(e) => {
             tracing::warn!("memory attention: the exported graph on ONNX Runtime (the split path failed: {e})");
-            Ok(None)
+            None
         }
     }
 }
