@@ -594,6 +594,19 @@ fn read_value_info(b: &[u8], dtypes: &mut Vec<i32>) -> Result<String, String> {
     Ok(name)
 }
 
+/// `TensorProto.dims` from one occurrence of field 1: packed (LEN) or a single varint.
+fn tensor_dims(wt: u32, payload: &[u8], value: u64) -> Result<Vec<u64>, String> {
+    if wt != WT_LEN {
+        return Ok(vec![value]);
+    }
+    let mut p = Reader::new(payload);
+    let mut dims = Vec::new();
+    while !p.done() {
+        dims.push(p.varint()?);
+    }
+    Ok(dims)
+}
+
 /// Parse a model file's bytes into a [`ModelSummary`].
 pub fn read_summary(bytes: &[u8]) -> Result<ModelSummary, String> {
     let mut out = ModelSummary::default();
@@ -659,13 +672,7 @@ pub fn read_summary(bytes: &[u8]) -> Result<ModelSummary, String> {
                             while !t.done() {
                                 let (tf, wt, ts, tv) = t.field()?;
                                 match (tf, wt) {
-                                    (1, WT_LEN) => {
-                                        let mut p = Reader::new(ts);
-                                        while !p.done() {
-                                            dims.push(p.varint()? as i64);
-                                        }
-                                    }
-                                    (1, WT_VARINT) => dims.push(tv as i64),
+                                    (1, _) => dims.extend(tensor_dims(wt, ts, tv)?.into_iter().map(|d| d as i64)),
                                     (2, _) => dt = tv as i32,
                                     (8, _) => name = String::from_utf8_lossy(ts).into_owned(),
                                     _ => {}
@@ -712,13 +719,7 @@ pub fn read_f32_initializers(bytes: &[u8], want: impl Fn(&str) -> bool) -> Resul
             while !t.done() {
                 let (tf, wt, ts, tv) = t.field()?;
                 match (tf, wt) {
-                    (1, WT_LEN) => {
-                        let mut p = Reader::new(ts);
-                        while !p.done() {
-                            dims.push(p.varint()? as usize);
-                        }
-                    }
-                    (1, WT_VARINT) => dims.push(tv as usize),
+                    (1, _) => dims.extend(tensor_dims(wt, ts, tv)?.into_iter().map(|d| d as usize)),
                     (2, _) => dtype = tv as i32,
                     (4, WT_LEN) => {
                         floats.extend(ts.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
