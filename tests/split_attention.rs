@@ -155,5 +155,12 @@ fn bad_inputs_are_errors() {
     assert!(err.contains("memory has 5 tokens, not whole frames"), "{err}");
     let err = split.run(&refs[..5]).err().unwrap().to_string();
     assert!(err.contains("input 'obj_ptrs_pos' not given"), "{err}");
+    // a frame of the wrong rank (the memory whole again)
+    let good = inputs(&cfg, &Case { objects: 1, curr_batch: 1, frames: 1, pointers: 0, seed: 1 });
+    let flat = TensorF32::new(vec![7], vec![0.0; 7]);
+    let mut bad: Vec<(&str, &TensorF32)> = good.iter().map(|(n, t)| (*n, t)).collect();
+    bad[0].1 = &flat;
+    let err = split.run(&bad).err().unwrap().to_string();
+    assert!(err.contains("curr [7] / curr_pos"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

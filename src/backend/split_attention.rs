@@ -238,7 +238,7 @@ impl ComponentSession for SplitAttentionSession {
         if !tokens.is_multiple_of(n) {
             return Err(self.err(format!("memory has {tokens} tokens, not whole frames of {n}")));
         }
-        if curr.shape != [curr.shape[0], d, e, e] || curr_pos.shape != curr.shape {
+        if !matches!(curr.shape[..], [_, c, h, w] if (c, h, w) == (d, e, e)) || curr_pos.shape != curr.shape {
             return Err(self.err(format!(
                 "curr {:?} / curr_pos {:?}, expected [batch, {d}, {e}, {e}]",
                 curr.shape, curr_pos.shape
