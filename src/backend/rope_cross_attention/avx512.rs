@@ -8,7 +8,7 @@ use super::{Call, Factor, LayerTables, CB, G, MAX_FRAMES_PER_PASS, PTR_CHUNK, TI
 
 /// Per-thread buffers, reused for every group.
 struct Scratch {
-    /// One part of the group's queries, transposed (`[width][G]`), and turned back.
+    /// The group's queries, transposed (`[d][G]`), and one part of them turned back.
     qt: Vec<f32>,
     qr: Vec<f32>,
     /// `u[x][c][i]`, `bu[x][i]`; `w[y][c][i]`, `bw[y][i]`; `z[c][i]`, `bz[i]`.
@@ -88,10 +88,16 @@ unsafe fn group(t: &LayerTables, c: &Call, qb: usize, gi: usize, out: *mut f32, 
     let (d, kv, e) = (t.dims.d, t.dims.kv, t.dims.e);
     let n = e * e;
     let q = &c.q[(qb * n + gi * G) * d..(qb * n + gi * G + G) * d];
-    factor(&t.x, q, d, 0, &mut sc.qt, &mut sc.qr, &mut sc.u, &mut sc.bu);
-    factor(&t.y, q, d, d / 2, &mut sc.qt, &mut sc.qr, &mut sc.w, &mut sc.bw);
+    for i in 0..G {
+        for r in 0..d {
+            sc.qt[r * G + i] = q[i * d + r];
+        }
+    }
+    // the column half, the row half, and (pointers) the whole head
+    factor(&t.x, &sc.qt, &mut sc.qr, &mut sc.u, &mut sc.bu);
+    factor(&t.y, &sc.qt[d / 2 * G..], &mut sc.qr, &mut sc.w, &mut sc.bw);
     if c.pointers > 0 {
-        factor(&t.ptr, q, d, 0, &mut sc.qt, &mut sc.qr, &mut sc.z, &mut sc.bz);
+        factor(&t.ptr, &sc.qt, &mut sc.qr, &mut sc.z, &mut sc.bz);
     }
     let objects = if c.bq == 1 { 0..c.objects } else { qb..qb + 1 };
     for o in objects {
@@ -129,25 +135,11 @@ unsafe fn group(t: &LayerTables, c: &Call, qb: usize, gi: usize, out: *mut f32, 
 }
 
 /// `u[t][c][i] = Σ_r f.a[c][r]·(R_tᵀ·q_i)[r]`, `bu[t][i] = Σ_r f.b[r]·(R_tᵀ·q_i)[r]` for
-/// the part `[off, off + width)` of the group's queries (no rotation for the pointers).
-#[allow(clippy::too_many_arguments)]
+/// the first `f.width` rows of `qt` (the group's queries transposed, from the part's first
+/// row; no rotation for the pointers).
 #[target_feature(enable = "avx512f")]
-unsafe fn factor(
-    f: &Factor,
-    q: &[f32],
-    d: usize,
-    off: usize,
-    qt: &mut [f32],
-    qr: &mut [f32],
-    u: &mut [f32],
-    bu: &mut [f32],
-) {
+unsafe fn factor(f: &Factor, qt: &[f32], qr: &mut [f32], u: &mut [f32], bu: &mut [f32]) {
     let width = f.width;
-    for i in 0..G {
-        for r in 0..width {
-            qt[r * G + i] = q[i * d + off + r];
-        }
-    }
     let kv = f.a.len() / width;
     let a = f.a.as_ptr();
     for t in 0..f.positions {
