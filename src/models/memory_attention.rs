@@ -174,23 +174,41 @@ pub(crate) fn layer_with(
     rope: &RopeConsts,
     cross: impl FnOnce(&mut Graph, &Vb, &Value) -> Result<Value>,
 ) -> Result<Value> {
+    let (tgt, tgt2) = before_cross(g, vb, dm, tgt, rope)?;
+    let ca = g.scoped("cross_attn_image", |g| cross(g, &vb.pp("cross_attn_image"), &tgt2))?;
+    let tgt = g.add(&tgt, &ca);
+    feed_forward(g, vb, dm, &tgt)
+}
+
+/// The start of `MemoryAttentionLayer.forward`: `_forward_sa`, then `norm2` for the
+/// cross-attention's queries. Returns (`tgt` after the self-attention residual,
+/// `norm2(tgt)`).
+pub(crate) fn before_cross(
+    g: &mut Graph,
+    vb: &Vb,
+    dm: &Dims,
+    tgt: &Value,
+    rope: &RopeConsts,
+) -> Result<(Value, Value)> {
     let d = dm.d;
     // _forward_sa: `tgt2 = self.norm1(tgt)`; `q = k = tgt2` (pos_enc_at_attn false)
     let tgt2 = layer_norm(g, &vb.pp("norm1"), tgt, d, LN_EPS)?;
     let sa = g.scoped("self_attn", |g| self_attention(g, &vb.pp("self_attn"), dm, &tgt2, rope))?;
     let tgt = g.add(tgt, &sa);
-
     // _forward_ca: `tgt2 = self.norm2(tgt)`; queries without pos
     let tgt2 = layer_norm(g, &vb.pp("norm2"), &tgt, d, LN_EPS)?;
-    let ca = g.scoped("cross_attn_image", |g| cross(g, &vb.pp("cross_attn_image"), &tgt2))?;
-    let tgt = g.add(&tgt, &ca);
+    Ok((tgt, tgt2))
+}
 
-    // `tgt2 = self.linear2(self.dropout(self.activation(self.linear1(tgt2))))` (relu)
-    let tgt2 = layer_norm(g, &vb.pp("norm3"), &tgt, d, LN_EPS)?;
+/// The end of `MemoryAttentionLayer.forward`, after the cross-attention residual:
+/// `tgt + linear2(relu(linear1(norm3(tgt))))` (dropout off).
+pub(crate) fn feed_forward(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value) -> Result<Value> {
+    let d = dm.d;
+    let tgt2 = layer_norm(g, &vb.pp("norm3"), tgt, d, LN_EPS)?;
     let h = linear(g, &vb.pp("linear1"), &tgt2, d, dm.ff, true)?;
     let h = g.relu(&h);
     let h = linear(g, &vb.pp("linear2"), &h, dm.ff, d, true)?;
-    Ok(g.add(&tgt, &h))
+    Ok(g.add(tgt, &h))
 }
 
 /// A Linear projection to `d_model` split into heads: `[B, n, in] -> [B, heads, n, d/heads]`.
@@ -278,7 +296,7 @@ pub(crate) fn raw_values_out(g: &mut Graph, vb: &Vb, dm: &Dims, o: &Value) -> Re
 
 /// `RoPEAttention.forward(q=tgt2, k=tgt2, v=tgt2)`: queries and keys both rotated with
 /// the E×E table.
-pub(crate) fn self_attention(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, rope: &RopeConsts) -> Result<Value> {
+fn self_attention(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, rope: &RopeConsts) -> Result<Value> {
     let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
     let k = proj(g, &vb.pp("k_proj"), dm, x, dm.d)?;
     let v = proj(g, &vb.pp("v_proj"), dm, x, dm.d)?;

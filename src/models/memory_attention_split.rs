@@ -15,8 +15,8 @@
 use crate::config::ModelConfig;
 use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::models::memory_attention::{self_attention, Dims, LN_EPS};
-use crate::models::rope::{apply_rotary, AxialRope, RopeConsts};
+use crate::models::memory_attention::{before_cross, feed_forward, Dims, LN_EPS};
+use crate::models::rope::{apply_rotary, RopeConsts};
 use crate::onnx::graph::Graph;
 use crate::onnx::nn::{layer_norm, linear, sdpa_scale};
 use crate::onnx::proto::DataType;
@@ -51,16 +51,15 @@ pub fn build_split(cfg: &ModelConfig, vb: &Vb) -> Result<SplitGraphs> {
     let vb = vb.pp("memory_attention");
     let layer = |l: usize| vb.pp("layers").pp(l);
     let (ci, mi, ei, n) = (c as i64, m as i64, e as i64, (e * e) as i64);
-    let rope = AxialRope::new(c, e, e, ma.rope_theta);
     // the rotary table as inputs (`rope_cos` / `rope_sin`, [E·E, C/2, 1]): one copy for all
     // pieces, held by the caller (see `ROPE_INPUTS`)
+    let (len, half) = (e * e, c / 2);
     let piece = |name: String| {
         let mut g = Graph::new(&name);
         g.set_doc(&format!("SAM 2 memory attention, CPU piece {name} (built at load, not exported)"));
-        let (len, half) = (rope.len as i64, rope.half as i64);
-        let cos = g.input(ROPE_INPUTS[0], DataType::Float, dims![len, half, 1]);
-        let sin = g.input(ROPE_INPUTS[1], DataType::Float, dims![len, half, 1]);
-        (g, RopeConsts { len: rope.len, half: rope.half, cos, sin })
+        let cos = g.input(ROPE_INPUTS[0], DataType::Float, dims![len as i64, half as i64, 1]);
+        let sin = g.input(ROPE_INPUTS[1], DataType::Float, dims![len as i64, half as i64, 1]);
+        (g, RopeConsts { len, half, cos, sin })
     };
 
     let (mut first, r) = piece("memory_attention.first".into());
@@ -118,10 +117,7 @@ fn outputs(g: &mut Graph, tgt: &Value, q: &Value, n: i64, c: i64) {
 /// (`apply_rotary_enc`) and scaled by `1/√d` as `scaled_dot_product_attention` does.
 fn to_queries(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, rope: &RopeConsts) -> Result<(Value, Value)> {
     let d = dm.d;
-    let tgt2 = layer_norm(g, &vb.pp("norm1"), tgt, d, LN_EPS)?;
-    let sa = g.scoped("self_attn", |g| self_attention(g, &vb.pp("self_attn"), dm, &tgt2, rope))?;
-    let tgt = g.add(tgt, &sa);
-    let tgt2 = layer_norm(g, &vb.pp("norm2"), &tgt, d, LN_EPS)?;
+    let (tgt, tgt2) = before_cross(g, vb, dm, tgt, rope)?;
     let q = g.scoped("cross_attn_image", |g| {
         let q = linear(g, &vb.pp("cross_attn_image").pp("q_proj"), &tgt2, d, d, true)?;
         // one head: [B, n, d] as [B, 1, n, d] for the rotation
@@ -145,9 +141,5 @@ fn from_attention(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, attn: &Value) 
     let ca = g.matmul(attn, &w);
     let ca = g.add(&ca, &b);
     let tgt = g.add(tgt, &ca);
-    let tgt2 = layer_norm(g, &vb.pp("norm3"), &tgt, d, LN_EPS)?;
-    let h = linear(g, &vb.pp("linear1"), &tgt2, d, dm.ff, true)?;
-    let h = g.relu(&h);
-    let h = linear(g, &vb.pp("linear2"), &h, dm.ff, d, true)?;
-    Ok(g.add(&tgt, &h))
+    feed_forward(g, vb, dm, &tgt)
 }
