@@ -4,6 +4,8 @@
 
 pub mod bank_store;
 pub mod frame_ops;
+#[cfg(target_arch = "x86_64")]
+mod online_softmax;
 #[cfg(feature = "ort")]
 pub mod ort;
 pub mod rope_cross_attention;

@@ -23,8 +23,6 @@ mod avx512;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// Queries per group (two 16-lane vectors).
-const G: usize = 32;
 /// Grid tile side of one online-softmax chunk.
 const TILE: usize = 8;
 /// Memory columns per step of the query factoring.

@@ -4,7 +4,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{Call, Factor, LayerTables, CB, G, MAX_FRAMES_PER_PASS, PTR_CHUNK, TILE};
+use super::{Call, Factor, LayerTables, CB, MAX_FRAMES_PER_PASS, PTR_CHUNK, TILE};
+use crate::backend::online_softmax::{Online, G};
 
 /// Per-thread buffers, reused for every group.
 struct Scratch {
@@ -18,13 +19,8 @@ struct Scratch {
     bw: Vec<f32>,
     z: Vec<f32>,
     bz: Vec<f32>,
-    /// One chunk's scores, then weights: `[rows][G]`, and each row's value offset.
-    s: Vec<f32>,
-    voff: Vec<usize>,
-    /// Running weighted sums `[G][kv]`, maxima and weight sums.
-    acc: Vec<f32>,
-    max: [f32; G],
-    sum: [f32; G],
+    /// The online softmax over the keys' chunks.
+    o: Online,
 }
 
 impl Scratch {
@@ -40,11 +36,7 @@ impl Scratch {
             bw: vec![0.0; e * G],
             z: vec![0.0; kv * G],
             bz: vec![0.0; G],
-            s: vec![0.0; rows * G],
-            voff: vec![0; rows],
-            acc: vec![0.0; G * kv],
-            max: [0.0; G],
-            sum: [0.0; G],
+            o: Online::new(rows, kv),
         }
     }
 }
@@ -101,17 +93,14 @@ unsafe fn group(t: &LayerTables, c: &Call, qb: usize, gi: usize, out: *mut f32, 
     }
     let objects = if c.bq == 1 { 0..c.objects } else { qb..qb + 1 };
     for o in objects {
-        sc.acc.fill(0.0);
-        sc.max = [f32::NEG_INFINITY; G];
-        sc.sum = [0.0; G];
+        sc.o.reset();
         let (mk, mv) = (&c.mem_k[o * c.frames * n * kv..], &c.mem_v[o * c.frames * n * kv..]);
         for tile in 0..(e / TILE) * (e / TILE) {
             let mut f0 = 0;
             while f0 < c.frames {
                 let fc = (c.frames - f0).min(MAX_FRAMES_PER_PASS);
                 let rows = tile_scores(t, sc, mk, tile, f0, fc);
-                softmax_step(sc, rows);
-                values(sc, rows, mv, kv);
+                sc.o.chunk(rows, mv);
                 f0 += fc;
             }
         }
@@ -120,16 +109,11 @@ unsafe fn group(t: &LayerTables, c: &Call, qb: usize, gi: usize, out: *mut f32, 
         while p0 < c.pointers {
             let np = (c.pointers - p0).min(PTR_CHUNK);
             pointer_scores(sc, pk, kv, p0, np);
-            softmax_step(sc, np);
-            values(sc, np, pv, kv);
+            sc.o.chunk(np, pv);
             p0 += np;
         }
         for i in 0..G {
-            let dst = out.add((o * n + gi * G + i) * kv);
-            let inv = 1.0 / sc.sum[i];
-            for col in 0..kv {
-                *dst.add(col) = sc.acc[i * kv + col] * inv;
-            }
+            sc.o.finish(i, std::slice::from_raw_parts_mut(out.add((o * n + gi * G + i) * kv), kv));
         }
     }
 }
@@ -240,10 +224,10 @@ unsafe fn tile_scores_n<const F: usize>(
         );
         for f in 0..F {
             let row = r * F + f;
-            let o = sc.s.as_mut_ptr().add(row * G);
+            let o = sc.o.s.as_mut_ptr().add(row * G);
             _mm512_storeu_ps(o, _mm512_add_ps(a0[f], b0));
             _mm512_storeu_ps(o.add(16), _mm512_add_ps(a1[f], b1));
-            sc.voff[row] = ((f0 + f) * n + j) * kv;
+            sc.o.voff[row] = ((f0 + f) * n + j) * kv;
         }
     }
     TILE * TILE * F
@@ -262,111 +246,8 @@ unsafe fn pointer_scores(sc: &mut Scratch, pk: &[f32], kv: usize, p0: usize, np:
             a0 = _mm512_fmadd_ps(_mm512_loadu_ps(zp.add(c * G)), m, a0);
             a1 = _mm512_fmadd_ps(_mm512_loadu_ps(zp.add(c * G + 16)), m, a1);
         }
-        _mm512_storeu_ps(sc.s.as_mut_ptr().add(p * G), a0);
-        _mm512_storeu_ps(sc.s.as_mut_ptr().add(p * G + 16), a1);
-        sc.voff[p] = (p0 + p) * kv;
-    }
-}
-
-/// `e^x` for x ≤ 0: range reduction by ln 2, degree-6 Taylor on |r| ≤ ln2/2 (relative
-/// error ~1e-7), `scalef` for the power of two; below −87 it returns ~0.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn exp_neg(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
-    let n = _mm512_roundscale_ps::<0>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-    let mut p = _mm512_set1_ps(1.0 / 720.0);
-    for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(k));
-    }
-    _mm512_scalef_ps(p, n)
-}
-
-/// Online softmax over one chunk of `rows` scores: raise the running maxima, rescale what
-/// was summed under the old ones, turn the scores into weights `e^(s − max)`.
-#[target_feature(enable = "avx512f")]
-unsafe fn softmax_step(sc: &mut Scratch, rows: usize) {
-    let kv = sc.acc.len() / G;
-    let mut cm = [_mm512_set1_ps(f32::NEG_INFINITY); 2];
-    for r in 0..rows {
-        for h in 0..2 {
-            cm[h] = _mm512_max_ps(cm[h], _mm512_loadu_ps(sc.s.as_ptr().add(r * G + h * 16)));
-        }
-    }
-    let mut chunk_max = [0f32; G];
-    _mm512_storeu_ps(chunk_max.as_mut_ptr(), cm[0]);
-    _mm512_storeu_ps(chunk_max.as_mut_ptr().add(16), cm[1]);
-    for i in 0..G {
-        let m = sc.max[i].max(chunk_max[i]);
-        if m > sc.max[i] && sc.max[i] > f32::NEG_INFINITY {
-            let scale = (sc.max[i] - m).exp();
-            sc.sum[i] *= scale;
-            sc.acc[i * kv..(i + 1) * kv].iter_mut().for_each(|a| *a *= scale);
-        }
-        sc.max[i] = m;
-    }
-    let m = [_mm512_loadu_ps(sc.max.as_ptr()), _mm512_loadu_ps(sc.max.as_ptr().add(16))];
-    let mut l = [_mm512_setzero_ps(); 2];
-    for r in 0..rows {
-        for h in 0..2 {
-            let sp = sc.s.as_mut_ptr().add(r * G + h * 16);
-            let p = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(sp), m[h]));
-            _mm512_storeu_ps(sp, p);
-            l[h] = _mm512_add_ps(l[h], p);
-        }
-    }
-    let mut ls = [0f32; G];
-    _mm512_storeu_ps(ls.as_mut_ptr(), l[0]);
-    _mm512_storeu_ps(ls.as_mut_ptr().add(16), l[1]);
-    for i in 0..G {
-        sc.sum[i] += ls[i];
-    }
-}
-
-/// `acc[i][c] += Σ_r s[r][i]·v[voff[r] + c]`, 4 queries × up to 64 columns per pass.
-#[target_feature(enable = "avx512f")]
-unsafe fn values(sc: &mut Scratch, rows: usize, v: &[f32], kv: usize) {
-    let mut c0 = 0;
-    while c0 < kv {
-        match (kv - c0) / 16 {
-            1 => values_n::<1>(sc, rows, v, kv, c0),
-            2 => values_n::<2>(sc, rows, v, kv, c0),
-            3 => values_n::<3>(sc, rows, v, kv, c0),
-            _ => values_n::<4>(sc, rows, v, kv, c0),
-        }
-        c0 += 64.min(kv - c0);
-    }
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn values_n<const V: usize>(sc: &mut Scratch, rows: usize, v: &[f32], kv: usize, c0: usize) {
-    for i0 in (0..G).step_by(4) {
-        let mut a = [[_mm512_setzero_ps(); V]; 4];
-        for q in 0..4 {
-            for k in 0..V {
-                a[q][k] = _mm512_loadu_ps(sc.acc.as_ptr().add((i0 + q) * kv + c0 + k * 16));
-            }
-        }
-        for r in 0..rows {
-            let vp = v.as_ptr().add(sc.voff[r] + c0);
-            let mut vv = [_mm512_setzero_ps(); V];
-            for k in 0..V {
-                vv[k] = _mm512_loadu_ps(vp.add(k * 16));
-            }
-            let pr = sc.s.as_ptr().add(r * G + i0);
-            for q in 0..4 {
-                let p = _mm512_set1_ps(*pr.add(q));
-                for k in 0..V {
-                    a[q][k] = _mm512_fmadd_ps(p, vv[k], a[q][k]);
-                }
-            }
-        }
-        for q in 0..4 {
-            for k in 0..V {
-                _mm512_storeu_ps(sc.acc.as_mut_ptr().add((i0 + q) * kv + c0 + k * 16), a[q][k]);
-            }
-        }
+        _mm512_storeu_ps(sc.o.s.as_mut_ptr().add(p * G), a0);
+        _mm512_storeu_ps(sc.o.s.as_mut_ptr().add(p * G + 16), a1);
+        sc.o.voff[p] = (p0 + p) * kv;
     }
 }
