@@ -10,6 +10,7 @@ mod online_softmax;
 pub mod ort;
 pub mod rope_cross_attention;
 pub mod select;
+pub mod self_attention;
 #[cfg(feature = "ort")]
 pub mod split_attention;
 pub mod value;

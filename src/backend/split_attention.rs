@@ -1,5 +1,6 @@
-//! SAM 2's memory attention on the CPU with the cross-attention cores in the fused
-//! kernel of [`super::rope_cross_attention`] and everything else in ONNX Runtime: the
+//! SAM 2's memory attention on the CPU with the attention cores in fused kernels (the
+//! cross-attention in [`super::rope_cross_attention`], the self-attention in
+//! [`super::self_attention`]) and everything else in ONNX Runtime: the
 //! exported `memory_attention.onnx` is rebuilt at load, from its own weights, as the
 //! pieces of [`crate::models::memory_attention_split`] (one ONNX Runtime session each),
 //! and the tables of the kernel come from its `k_proj` weights.
@@ -10,12 +11,16 @@
 //! (layer 0 up to its cross-attention queries) depends only on the frame: when the
 //! tracker calls again with the same `curr` / `curr_pos` (the next objects of the same
 //! frame), its outputs are reused.
+//!
+//! Per layer l: `post_self[l]` needs the self-attention core of what `first` (l = 0) or
+//! `mids[l-1]` gave; the cross-attention core of its queries feeds `mids[l]` or `last`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::ort::OrtSession;
 use super::rope_cross_attention::{attend, Call, Dims, LayerTables};
+use super::self_attention;
 use super::{take_output, ComponentSession};
 use crate::config::ModelConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -40,7 +45,8 @@ pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
     if ma.num_heads != 1 {
         return Some(format!("{} attention heads (the kernel does one)", ma.num_heads));
     }
-    Dims { d: cfg.hidden_dim(), kv: cfg.mem_dim(), e: cfg.embed_side() }.unsupported()
+    let (d, e) = (cfg.hidden_dim(), cfg.embed_side());
+    Dims { d, kv: cfg.mem_dim(), e }.unsupported().or_else(|| self_attention::unsupported(e * e, e * e, d, d))
 }
 
 /// The split session for the memory attention of the model in `model_dir` (graph at
@@ -54,7 +60,7 @@ pub fn try_load(model_dir: &Path, path: &Path, threads: usize) -> Option<SplitAt
     }
     match SplitAttentionSession::load(path, &manifest.config, threads) {
         Ok(s) => {
-            tracing::info!("memory attention: ONNX Runtime with the fused AVX-512 cross-attention");
+            tracing::info!("memory attention: ONNX Runtime with fused AVX-512 attention cores");
             Some(s)
         }
         Err(e) => {
@@ -124,6 +130,7 @@ fn fingerprint(curr: &TensorF32, curr_pos: &TensorF32) -> (Vec<usize>, u64) {
 /// The memory attention as ONNX Runtime pieces around the fused kernel.
 pub struct SplitAttentionSession {
     first: OrtSession,
+    post_self: Vec<OrtSession>,
     mids: Vec<OrtSession>,
     last: OrtSession,
     tables: Vec<LayerTables>,
@@ -166,6 +173,7 @@ impl SplitAttentionSession {
         };
         Ok(SplitAttentionSession {
             first: session(split.first)?,
+            post_self: split.post_self.into_iter().map(session).collect::<Result<_>>()?,
             mids: split.mids.into_iter().map(session).collect::<Result<_>>()?,
             last: session(split.last)?,
             tables,
@@ -192,13 +200,40 @@ impl SplitAttentionSession {
         tracing::debug!("memory attention: layer 0 queries computed");
         let [cos, sin] = &self.rope;
         let t0 = std::time::Instant::now();
-        let mut out =
+        let out =
             self.first.run(&[("curr", curr), ("curr_pos", curr_pos), (ROPE_INPUTS[0], cos), (ROPE_INPUTS[1], sin)])?;
         tracing::trace!("memory attention piece first: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
-        let (tgt, q) = (take_output(&mut out, "tgt_out")?, take_output(&mut out, "q")?);
+        let (tgt, q) = self.self_attention(0, out)?;
         // only a frame shared by all objects (batch 1) comes back for the next objects
         self.cache = (curr.shape[0] == 1).then(|| FirstCache { key, tgt: tgt.clone(), q: q.clone() });
         Ok((tgt, q))
+    }
+
+    /// Layer `l` from the outputs of `first` / `mids[l-1]` (`tgt_out`, `sq`, `sk`, `sv`) to
+    /// its cross-attention queries: the self-attention core, then `post_self[l]`.
+    /// Returns (`tgt`, `q`).
+    fn self_attention(&mut self, l: usize, mut out: Vec<(String, TensorF32)>) -> Result<(TensorF32, TensorF32)> {
+        let tgt = take_output(&mut out, "tgt_out")?;
+        let [q, k, v] = ["sq", "sk", "sv"].map(|name| take_output(&mut out, name));
+        let (q, k, v) = (q?, k?, v?);
+        let (batch, n, d) = match q.shape[..] {
+            [b, n, d] if k.shape == q.shape && v.shape == q.shape => (b, n, d),
+            _ => return Err(self.err(format!("self-attention inputs {:?} / {:?} / {:?}", q.shape, k.shape, v.shape))),
+        };
+        let t0 = std::time::Instant::now();
+        let shape = self_attention::Shape { batch, n, m: n, d, dv: d };
+        let sa =
+            TensorF32::new(vec![batch, n, d], self_attention::attend(&q.data, &k.data, &v.data, shape, self.threads)?);
+        tracing::trace!(
+            "memory attention layer {l}: fused self-attention {:.1} ms ({batch} batch)",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        let [cos, sin] = &self.rope;
+        let t0 = std::time::Instant::now();
+        let mut out =
+            self.post_self[l].run(&[("tgt", &tgt), ("sa", &sa), (ROPE_INPUTS[0], cos), (ROPE_INPUTS[1], sin)])?;
+        tracing::trace!("memory attention piece post_self{l}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+        Ok((take_output(&mut out, "tgt_out")?, take_output(&mut out, "q")?))
     }
 }
 
@@ -273,10 +308,10 @@ impl ComponentSession for SplitAttentionSession {
                 return Ok(vec![("pix_feat_with_mem".to_string(), take_output(&mut out, "pix_feat_with_mem")?)]);
             }
             let [cos, sin] = &self.rope;
-            let mut out =
+            let out =
                 self.mids[l].run(&[("tgt", &tgt), ("attn", &attn), (ROPE_INPUTS[0], cos), (ROPE_INPUTS[1], sin)])?;
             tracing::trace!("memory attention piece mid{l}: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
-            (tgt, q) = (take_output(&mut out, "tgt_out")?, take_output(&mut out, "q")?);
+            (tgt, q) = self.self_attention(l + 1, out)?;
         }
         Err(self.err("no layers"))
     }

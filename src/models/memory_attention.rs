@@ -183,13 +183,7 @@ pub(crate) fn layer_with(
 /// The start of `MemoryAttentionLayer.forward`: `_forward_sa`, then `norm2` for the
 /// cross-attention's queries. Returns (`tgt` after the self-attention residual,
 /// `norm2(tgt)`).
-pub(crate) fn before_cross(
-    g: &mut Graph,
-    vb: &Vb,
-    dm: &Dims,
-    tgt: &Value,
-    rope: &RopeConsts,
-) -> Result<(Value, Value)> {
+fn before_cross(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, rope: &RopeConsts) -> Result<(Value, Value)> {
     let d = dm.d;
     // _forward_sa: `tgt2 = self.norm1(tgt)`; `q = k = tgt2` (pos_enc_at_attn false)
     let tgt2 = layer_norm(g, &vb.pp("norm1"), tgt, d, LN_EPS)?;

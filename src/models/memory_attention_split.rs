@@ -1,21 +1,26 @@
-//! SAM 2's `memory_attention.onnx` cut at its cross-attention cores, for the CPU path
-//! that computes the cores with [`crate::backend::rope_cross_attention`] (see
+//! SAM 2's `memory_attention.onnx` cut at its attention cores, for the CPU path that
+//! computes the self-attention cores with [`crate::backend::self_attention`] and the
+//! cross-attention cores with [`crate::backend::rope_cross_attention`] (see
 //! `backend::split_attention`). Not exported: built when a model is loaded, from the
 //! weights of the exported graph. Same layers as [`super::memory_attention`]:
 //!
-//! * `first`: `curr` (+ `0.1·curr_pos`), then layer 0 up to its cross-attention
-//!   queries. Outputs `tgt_out` (after the self-attention residual) and `q` (`q_proj` of
-//!   `norm2(tgt)`, rotated, times the 1/√d score scale), both `[curr_batch, E·E, C]`.
+//! * `first`: `curr` (+ `0.1·curr_pos`), then layer 0 up to its self-attention core.
 //! * `mids[l]`: inputs `tgt` and `attn` (layer l's attention-weighted raw memory,
 //!   `[objects, E·E, M]`); layer l's `out_proj@v_proj`, residual and feed-forward, then
-//!   layer l+1 up to its queries; outputs `tgt_out` and `q`.
+//!   layer l+1 up to its self-attention core.
+//! * `first` and `mids` output `tgt_out` (the residual stream) and `sq`, `sk`, `sv`: the
+//!   self-attention's `q_proj`, `k_proj` (both rotated, `sq` times the 1/√d score scale)
+//!   and `v_proj` of `norm1(tgt)`, all `[batch, E·E, C]`.
+//! * `post_self[l]`: inputs `tgt` and `sa` (layer l's self-attention core output,
+//!   `[batch, E·E, C]`); `out_proj`, the residual, then `norm2` and the cross-attention's
+//!   `q_proj`, rotated and scaled: outputs `tgt_out` and `q`.
 //! * `last`: inputs `tgt` and `attn` of the last layer; its rest, the final norm and
 //!   the `[objects, C, E, E]` layout: output `pix_feat_with_mem`.
 
 use crate::config::ModelConfig;
 use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::models::memory_attention::{before_cross, feed_forward, Dims, LN_EPS};
+use crate::models::memory_attention::{feed_forward, Dims, LN_EPS};
 use crate::models::rope::{apply_rotary, RopeConsts};
 use crate::onnx::graph::Graph;
 use crate::onnx::nn::{layer_norm, linear, sdpa_scale};
@@ -23,13 +28,15 @@ use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
 
-/// Inputs of `first` and `mids` that carry `compute_axial_cis`'s table for the E×E grid
+/// Inputs of `first`, `mids` and `post_self` that carry `compute_axial_cis`'s table for the E×E grid
 /// (cos, sin as `AxialRope` lays them out, shaped `[E·E, C/2, 1]`).
 pub const ROPE_INPUTS: [&str; 2] = ["rope_cos", "rope_sin"];
 
-/// The pieces, in run order: `first`, then `mids[0..layers-1]`, then `last`.
+/// The pieces: run `first`, `post_self[0]`, then `mids[l]`, `post_self[l+1]` for each
+/// following layer, then `last` (the cores between them).
 pub struct SplitGraphs {
     pub first: Graph,
+    pub post_self: Vec<Graph>,
     pub mids: Vec<Graph>,
     pub last: Graph,
 }
@@ -73,8 +80,20 @@ pub fn build_split(cfg: &ModelConfig, vb: &Vb) -> Result<SplitGraphs> {
     }
     let x = first.reshape(&x, &[0, 0, -1]);
     let x = first.transpose(&x, &[0, 2, 1]);
-    let (tgt, q) = first.scoped("memory_attention.layers.0", |g| to_queries(g, &layer(0), &dm, &x, &r))?;
-    outputs(&mut first, &tgt, &q, n, ci);
+    let sqkv = first.scoped("memory_attention.layers.0", |g| to_self_core(g, &layer(0), &dm, &x, &r))?;
+    self_outputs(&mut first, &x, &sqkv, n, ci);
+
+    let mut post_self = Vec::new();
+    for l in 0..ma.num_layers {
+        let (mut g, r) = piece(format!("memory_attention.post_self{l}"));
+        let tgt = g.input("tgt", DataType::Float, dims!["batch", n, ci]);
+        let sa = g.input("sa", DataType::Float, dims!["batch", n, ci]);
+        let (tgt, q) =
+            g.scoped(&format!("memory_attention.layers.{l}"), |g| to_queries(g, &layer(l), &dm, &tgt, &sa, &r))?;
+        g.output(&tgt, "tgt_out", DataType::Float, dims!["batch", n, ci]);
+        g.output(&q, "q", DataType::Float, dims!["batch", n, ci]);
+        post_self.push(g);
+    }
 
     let mut mids = Vec::new();
     for l in 0..ma.num_layers - 1 {
@@ -83,8 +102,8 @@ pub fn build_split(cfg: &ModelConfig, vb: &Vb) -> Result<SplitGraphs> {
         let x =
             g.scoped(&format!("memory_attention.layers.{l}"), |g| from_attention(g, &layer(l), &dm, &tgt, &attn))?;
         let next = format!("memory_attention.layers.{}", l + 1);
-        let (tgt, q) = g.scoped(&next, |g| to_queries(g, &layer(l + 1), &dm, &x, &r))?;
-        outputs(&mut g, &tgt, &q, n, ci);
+        let sqkv = g.scoped(&next, |g| to_self_core(g, &layer(l + 1), &dm, &x, &r))?;
+        self_outputs(&mut g, &x, &sqkv, n, ci);
         mids.push(g);
     }
 
@@ -98,7 +117,7 @@ pub fn build_split(cfg: &ModelConfig, vb: &Vb) -> Result<SplitGraphs> {
     let out = last.transpose(&out, &[0, 2, 1]);
     let out = last.reshape(&out, &[0, ci, ei, ei]);
     last.output(&out, "pix_feat_with_mem", DataType::Float, dims!["objects", ci, ei, ei]);
-    Ok(SplitGraphs { first, mids, last })
+    Ok(SplitGraphs { first, post_self, mids, last })
 }
 
 fn inputs(g: &mut Graph, n: i64, c: i64, m: i64) -> (Value, Value) {
@@ -107,25 +126,52 @@ fn inputs(g: &mut Graph, n: i64, c: i64, m: i64) -> (Value, Value) {
     (tgt, attn)
 }
 
-fn outputs(g: &mut Graph, tgt: &Value, q: &Value, n: i64, c: i64) {
+fn self_outputs(g: &mut Graph, tgt: &Value, [q, k, v]: &[Value; 3], n: i64, c: i64) {
     g.output(tgt, "tgt_out", DataType::Float, dims!["batch", n, c]);
-    g.output(q, "q", DataType::Float, dims!["batch", n, c]);
+    for (t, name) in [(q, "sq"), (k, "sk"), (v, "sv")] {
+        g.output(t, name, DataType::Float, dims!["batch", n, c]);
+    }
 }
 
-/// `MemoryAttentionLayer.forward` up to the cross-attention's queries: `_forward_sa`
-/// (norm1, self-attention, residual), then `norm2` and `q_proj`, rotated
-/// (`apply_rotary_enc`) and scaled by `1/√d` as `scaled_dot_product_attention` does.
-fn to_queries(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, rope: &RopeConsts) -> Result<(Value, Value)> {
+/// A one-head projection `[B, n, d] -> [B, n, d]`, rotated (`apply_rotary_enc`) and, with
+/// `scale`, multiplied as `scaled_dot_product_attention` scales its queries.
+fn rotated(g: &mut Graph, vb: &Vb, x: &Value, d: usize, rope: &RopeConsts, scale: bool) -> Result<Value> {
+    let y = linear(g, vb, x, d, d, true)?;
+    // one head: [B, n, d] as [B, 1, n, d] for the rotation
+    let y = g.unsqueeze(&y, &[1]);
+    let mut y = apply_rotary(g, &y, rope);
+    if scale {
+        y = g.mul_scalar(&y, sdpa_scale(d));
+    }
+    Ok(g.reshape(&y, &[0, -1, d as i64]))
+}
+
+/// `_forward_sa` up to the attention core: `tgt2 = self.norm1(tgt)`, `q = k = tgt2`
+/// (pos_enc_at_attn false), then `RoPEAttention`'s `q_proj`, `k_proj`, `v_proj` (one
+/// head), `q` and `k` rotated with the E×E table, `q` scaled by `1/√d`.
+fn to_self_core(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, rope: &RopeConsts) -> Result<[Value; 3]> {
     let d = dm.d;
-    let (tgt, tgt2) = before_cross(g, vb, dm, tgt, rope)?;
-    let q = g.scoped("cross_attn_image", |g| {
-        let q = linear(g, &vb.pp("cross_attn_image").pp("q_proj"), &tgt2, d, d, true)?;
-        // one head: [B, n, d] as [B, 1, n, d] for the rotation
-        let q = g.unsqueeze(&q, &[1]);
-        let q = apply_rotary(g, &q, rope);
-        let q = g.mul_scalar(&q, sdpa_scale(d));
-        Ok(g.reshape(&q, &[0, -1, d as i64]))
-    })?;
+    let tgt2 = layer_norm(g, &vb.pp("norm1"), tgt, d, LN_EPS)?;
+    g.scoped("self_attn", |g| {
+        let svb = vb.pp("self_attn");
+        let q = rotated(g, &svb.pp("q_proj"), &tgt2, d, rope, true)?;
+        let k = rotated(g, &svb.pp("k_proj"), &tgt2, d, rope, false)?;
+        let v = linear(g, &svb.pp("v_proj"), &tgt2, d, d, true)?;
+        Ok([q, k, v])
+    })
+}
+
+/// The rest of `MemoryAttentionLayer.forward` up to the cross-attention's queries, from
+/// the self-attention core output `sa`: `out_proj`, `tgt = tgt + tgt2`, then `norm2` and
+/// the cross-attention's `q_proj`, rotated and scaled by `1/√d`.
+fn to_queries(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, sa: &Value, rope: &RopeConsts) -> Result<(Value, Value)> {
+    let d = dm.d;
+    let o = g.scoped("self_attn", |g| linear(g, &vb.pp("self_attn").pp("out_proj"), sa, d, d, true))?;
+    let tgt = g.add(tgt, &o);
+    // _forward_ca: `tgt2 = self.norm2(tgt)`; queries without pos
+    let tgt2 = layer_norm(g, &vb.pp("norm2"), &tgt, d, LN_EPS)?;
+    let q =
+        g.scoped("cross_attn_image", |g| rotated(g, &vb.pp("cross_attn_image").pp("q_proj"), &tgt2, d, rope, true))?;
     Ok((tgt, q))
 }
 
