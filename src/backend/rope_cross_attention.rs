@@ -8,7 +8,9 @@
 //! `q·k` 256 wide. Rotation and projection are linear, so for a rotated query `q`
 //! `q·R(x,y)·(Wk·m + bk) = (u_x + w_y)·m + βx_x + βy_y` with `u_x = (Rx·Wk_X)ᵀ·q_X`,
 //! `w_y = (Ry·Wk_Y)ᵀ·q_Y`, `βx_x = q_X·Rx·bk_X`, `βy_y = q_Y·Ry·bk_Y`: each key is scored
-//! `kv` wide (64, a quarter), after a per-query cost of `2·E·kv·d/2` products. The
+//! `kv` wide (64, a quarter), after a per-query cost of `2·rank·kv·(d/2 + E)` products
+//! (`u` and `w` for all E positions through a low-rank split of the rotation table, see
+//! [`Factor`]; rank 28 for SAM 2, against `2·E·kv·d/2` turning the query per position). The
 //! pointer keys (not rotated) are scored through `z = Wkᵀ·q`, `β = q·bk` the same way.
 //! The softmax runs online over 8×8 tiles of the grid (and the pointers), and its
 //! weights multiply the raw memory; `v_proj` stays folded into `out_proj` in the graph
@@ -73,17 +75,108 @@ pub fn cpu_supported() -> bool {
 }
 
 /// One part of `k_proj` (a half of the head, or all of it for the pointers) and the
-/// rotations of one grid axis: `u_t = (R_t·Wk_part)ᵀ·q = Wk_partᵀ·(R_tᵀ·q)`, so the query
-/// part is turned back by position `t` (`cos`/`sin` `[positions][width/2]`, none for the
-/// pointers) and multiplied by `a[c][i] = Wk_part[i][c]`; the bias term likewise with
-/// `b = bk_part`.
+/// rotations of one grid axis: `u_t = (R_t·Wk_part)ᵀ·q = Wk_partᵀ·(R_tᵀ·q)` for every
+/// position `t` of the axis, and the bias term `β_t = bk_partᵀ·(R_tᵀ·q)`.
+///
+/// Per pair p of the part, `R_tᵀ` turns `(q0, q1)` into `(q0·cos + q1·sin, q1·cos − q0·sin)`
+/// with `cos = cos(t·θ_p)`, so `u_t = Σ_j T[t][j]·G_j·q` where `T[t] = (cos(t·θ_p)_p,
+/// sin(t·θ_p)_p)` and each `G_j` is `Wk_partᵀ` with one pair's columns kept (and swapped
+/// for the sines). Most of RoPE's frequencies turn by a small fraction of a turn across
+/// the grid, so `T` (positions × width) is numerically of low rank: [`low_rank`] writes
+/// `T = L·R` within [`LOW_RANK_TOL`] (rank 28 of 64 at SAM 2's 64 positions and 128
+/// columns), and
+/// `u_t = Σ_k L[t][k]·φ_k` with `φ_k = F_k·q`, `F_k = Σ_j R[k][j]·G_j`: per query
+/// `rank·kv·(width + positions)` products instead of `positions·kv·width`.
 pub(crate) struct Factor {
-    pub a: Vec<f32>,
-    pub b: Vec<f32>,
-    pub cos: Vec<f32>,
-    pub sin: Vec<f32>,
+    /// `f[k][c][r]` (`F_k`, `[rank][kv][width]`) and `fb[k][r]` (the bias's `F_k`).
+    pub f: Vec<f32>,
+    pub fb: Vec<f32>,
+    /// `l[t][k]` (`[positions][rank]`); empty for the pointers (no rotation: rank 1, one
+    /// position, `u = φ_0`).
+    pub l: Vec<f32>,
+    pub rank: usize,
     pub positions: usize,
     pub width: usize,
+}
+
+/// Error bound of [`low_rank`] on each row of the rotation table (rows of norm
+/// `√(width/2)`, 8 at SAM 2's 128 columns): the graph's float32 table is itself the exact
+/// one rounded, by up to 6e-8 per entry and ~7e-7 per row, so keeping within 1e-6 of it
+/// moves the scores by as much as float32 already does. (Below that bound the rounding
+/// noise is all that is left: 1e-7 needs rank 63 of 64, 1e-6 rank 28.)
+const LOW_RANK_TOL: f64 = 1e-6;
+
+/// `t` (`rows × cols`, row-major) as `L·R` with `R`'s rows orthonormal: rows are picked
+/// greedily by largest residual (pivoted Gram–Schmidt, reorthogonalized) until every
+/// row's residual norm is at most `tol`. Returns (`L [rows][rank]`, `R [rank][cols]`,
+/// rank).
+pub(crate) fn low_rank(t: &[f64], rows: usize, cols: usize, tol: f64) -> (Vec<f64>, Vec<f64>, usize) {
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let mut res = t.to_vec();
+    let mut basis: Vec<Vec<f64>> = Vec::new();
+    while basis.len() < rows.min(cols) {
+        let norms: Vec<f64> =
+            (0..rows).map(|i| dot(&res[i * cols..][..cols], &res[i * cols..][..cols]).sqrt()).collect();
+        let (pick, &norm) = norms.iter().enumerate().fold((0, &0.0), |m, x| if x.1 > m.1 { x } else { m });
+        if norm <= tol {
+            break;
+        }
+        let mut q = res[pick * cols..][..cols].to_vec();
+        for _ in 0..2 {
+            for b in &basis {
+                let c = dot(&q, b);
+                q.iter_mut().zip(b).for_each(|(x, y)| *x -= c * y);
+            }
+        }
+        let n = dot(&q, &q).sqrt();
+        q.iter_mut().for_each(|x| *x /= n);
+        for i in 0..rows {
+            let r = &mut res[i * cols..][..cols];
+            let c = dot(r, &q);
+            r.iter_mut().zip(&q).for_each(|(x, y)| *x -= c * y);
+        }
+        basis.push(q);
+    }
+    let rank = basis.len();
+    let l = (0..rows)
+        .flat_map(|i| basis.iter().map(move |b| (i, b)))
+        .map(|(i, b)| dot(&t[i * cols..][..cols], b))
+        .collect();
+    (l, basis.concat(), rank)
+}
+
+impl Factor {
+    /// The part `a` (`[kv][width]`, `a[c][r] = Wk[first + r][c]`) and bias `b` (`[width]`),
+    /// turned by `cos`/`sin` (`[positions][width/2]`).
+    fn rotated(a: &[f32], b: &[f32], cos: &[f32], sin: &[f32], positions: usize, width: usize) -> Factor {
+        let (pairs, kv) = (width / 2, a.len() / width);
+        let mut t = vec![0f64; positions * width];
+        for i in 0..positions {
+            for p in 0..pairs {
+                t[i * width + p] = cos[i * pairs + p] as f64;
+                t[i * width + pairs + p] = sin[i * pairs + p] as f64;
+            }
+        }
+        let (l, r, rank) = low_rank(&t, positions, width, LOW_RANK_TOL);
+        // F_k[2p] = Rc·x[2p] − Rs·x[2p+1], F_k[2p+1] = Rc·x[2p+1] + Rs·x[2p] for a row x
+        // of `a` (or `b`), Rc = R[k][p], Rs = R[k][pairs + p]
+        let turn = |x: &[f32], k: usize, out: &mut Vec<f32>| {
+            for p in 0..pairs {
+                let (rc, rs) = (r[k * width + p], r[k * width + pairs + p]);
+                let (x0, x1) = (x[2 * p] as f64, x[2 * p + 1] as f64);
+                out.push((rc * x0 - rs * x1) as f32);
+                out.push((rc * x1 + rs * x0) as f32);
+            }
+        };
+        let (mut f, mut fb) = (Vec::with_capacity(rank * kv * width), Vec::with_capacity(rank * width));
+        for k in 0..rank {
+            for c in 0..kv {
+                turn(&a[c * width..(c + 1) * width], k, &mut f);
+            }
+            turn(b, k, &mut fb);
+        }
+        Factor { f, fb, l: l.into_iter().map(|x| x as f32).collect(), rank, positions, width }
+    }
 }
 
 /// One layer's factors: the column (x) half, the row (y) half, the unrotated pointers.
@@ -134,16 +227,9 @@ impl LayerTables {
                     fs[t * h / 2 + p] = sin[j * h + ax * h / 2 + p];
                 }
             }
-            Factor {
-                a: part(ax * h, h),
-                b: bk[ax * h..(ax + 1) * h].to_vec(),
-                cos: fc,
-                sin: fs,
-                positions: e,
-                width: h,
-            }
+            Factor::rotated(&part(ax * h, h), &bk[ax * h..(ax + 1) * h], &fc, &fs, e, h)
         };
-        let ptr = Factor { a: part(0, d), b: bk.to_vec(), cos: Vec::new(), sin: Vec::new(), positions: 1, width: d };
+        let ptr = Factor { f: part(0, d), fb: bk.to_vec(), l: Vec::new(), rank: 1, positions: 1, width: d };
         Ok(LayerTables { dims, x: axis(0), y: axis(1), ptr })
     }
 }
@@ -315,6 +401,41 @@ mod tests {
             let want = reference(dims, &wk, &bk, &cos, &sin, &call);
             let worst = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
             assert!(worst < 2e-5, "objects {objects}, bq {bq}, frames {frames}, pointers {pointers}: error {worst:e}");
+        }
+    }
+
+    /// `T = L·R` within the tolerance on every row, checked by multiplying back: on the
+    /// column half of SAM 2's table (64 positions × 128, from the float32 `AxialRope` as
+    /// the kernel gets it) the rank falls to under half, and a generic matrix keeps its
+    /// full rank and is reproduced to rounding.
+    #[test]
+    fn low_rank_reproduces_the_table() {
+        let (d, e) = (256, 64);
+        let (cos, sin) = table(d, e);
+        let (h, pairs) = (d / 2, d / 4);
+        let mut t = vec![0f64; e * h];
+        for x in 0..e {
+            for p in 0..pairs {
+                t[x * h + p] = cos[x * h + p] as f64;
+                t[x * h + pairs + p] = sin[x * h + p] as f64;
+            }
+        }
+        let generic: Vec<f64> = rand(9, 12 * 20, 1.0).into_iter().map(f64::from).collect();
+        for (m, rows, cols, tol, rank_at_most) in [(&t, e, h, LOW_RANK_TOL, 32), (&generic, 12, 20, 1e-12, 12)] {
+            let (l, r, rank) = low_rank(m, rows, cols, tol);
+            assert!(rank <= rank_at_most, "rank {rank}");
+            for i in 0..rows {
+                let err: f64 = (0..cols)
+                    .map(|j| {
+                        (m[i * cols + j] - (0..rank).map(|k| l[i * rank + k] * r[k * cols + j]).sum::<f64>()).powi(2)
+                    })
+                    .sum::<f64>()
+                    .sqrt();
+                assert!(err <= tol * 1.01, "row {i}: error {err:e} over {tol:e} (rank {rank})");
+            }
+            if rows == 12 {
+                assert_eq!(rank, 12, "a generic 12×20 matrix has full rank");
+            }
         }
     }
 

@@ -9,9 +9,11 @@ use crate::backend::online_softmax::{Online, G};
 
 /// Per-thread buffers, reused for every group.
 struct Scratch {
-    /// The group's queries, transposed (`[d][G]`), and one part of them turned back.
+    /// The group's queries, transposed (`[d][G]`), and one part's `φ_k` (`[rank][kv][G]`,
+    /// bias `[rank][G]`; see [`Factor`]).
     qt: Vec<f32>,
-    qr: Vec<f32>,
+    phi: Vec<f32>,
+    phib: Vec<f32>,
     /// `u[x][c][i]`, `bu[x][i]`; `w[y][c][i]`, `bw[y][i]`; `z[c][i]`, `bz[i]`.
     u: Vec<f32>,
     bu: Vec<f32>,
@@ -29,7 +31,8 @@ impl Scratch {
         let rows = (TILE * TILE * MAX_FRAMES_PER_PASS).max(PTR_CHUNK);
         Scratch {
             qt: vec![0.0; d * G],
-            qr: vec![0.0; d * G],
+            phi: vec![0.0; t.x.rank.max(t.y.rank) * kv * G],
+            phib: vec![0.0; t.x.rank.max(t.y.rank) * G],
             u: vec![0.0; e * kv * G],
             bu: vec![0.0; e * G],
             w: vec![0.0; e * kv * G],
@@ -86,10 +89,11 @@ unsafe fn group(t: &LayerTables, c: &Call, qb: usize, gi: usize, out: *mut f32, 
         }
     }
     // the column half, the row half, and (pointers) the whole head
-    factor(&t.x, &sc.qt, &mut sc.qr, &mut sc.u, &mut sc.bu);
-    factor(&t.y, &sc.qt[d / 2 * G..], &mut sc.qr, &mut sc.w, &mut sc.bw);
+    factor(&t.x, &sc.qt, &mut sc.phi, &mut sc.phib, &mut sc.u, &mut sc.bu);
+    factor(&t.y, &sc.qt[d / 2 * G..], &mut sc.phi, &mut sc.phib, &mut sc.w, &mut sc.bw);
     if c.pointers > 0 {
-        factor(&t.ptr, &sc.qt, &mut sc.qr, &mut sc.z, &mut sc.bz);
+        // no rotation: u = φ_0
+        project(&t.ptr, &sc.qt, &mut sc.z, &mut sc.bz);
     }
     let objects = if c.bq == 1 { 0..c.objects } else { qb..qb + 1 };
     for o in objects {
@@ -118,58 +122,75 @@ unsafe fn group(t: &LayerTables, c: &Call, qb: usize, gi: usize, out: *mut f32, 
     }
 }
 
-/// `u[t][c][i] = Σ_r f.a[c][r]·(R_tᵀ·q_i)[r]`, `bu[t][i] = Σ_r f.b[r]·(R_tᵀ·q_i)[r]` for
-/// the first `f.width` rows of `qt` (the group's queries transposed, from the part's first
-/// row; no rotation for the pointers).
+/// `u[t][c][i]`, `bu[t][i]` of the rotated [`Factor`] `f` for the first `f.width` rows of
+/// `qt` (the group's queries transposed, from the part's first row): `φ_k = F_k·q` into
+/// `phi`/`phib`, then `u_t = Σ_k L[t][k]·φ_k`, 8 positions at a time (positions are
+/// whole tiles).
 #[target_feature(enable = "avx512f")]
-unsafe fn factor(f: &Factor, qt: &[f32], qr: &mut [f32], u: &mut [f32], bu: &mut [f32]) {
+unsafe fn factor(f: &Factor, qt: &[f32], phi: &mut [f32], phib: &mut [f32], u: &mut [f32], bu: &mut [f32]) {
+    project(f, qt, phi, phib);
+    let kv = f.f.len() / (f.rank * f.width);
+    for t0 in (0..f.positions).step_by(TILE) {
+        for c in 0..kv {
+            mix(f, t0, phi.as_ptr().add(c * G), kv * G, u.as_mut_ptr().add((t0 * kv + c) * G), kv * G);
+        }
+        mix(f, t0, phib.as_ptr(), G, bu.as_mut_ptr().add(t0 * G), G);
+    }
+}
+
+/// `out[k][c][i] = Σ_r f.f[k][c][r]·q_i[r]`, `outb[k][i] = Σ_r f.fb[k][r]·q_i[r]` for
+/// every `k < f.rank` (`φ_k`; for the pointers, `u` itself).
+#[target_feature(enable = "avx512f")]
+unsafe fn project(f: &Factor, qt: &[f32], out: &mut [f32], outb: &mut [f32]) {
     let width = f.width;
-    let kv = f.a.len() / width;
-    let a = f.a.as_ptr();
-    for t in 0..f.positions {
-        let src = if f.cos.is_empty() {
-            qt.as_ptr()
-        } else {
-            // R_tᵀ per pair: (q0, q1) -> (q0·cos + q1·sin, q1·cos − q0·sin)
-            for p in 0..width / 2 {
-                let (c, s) = (_mm512_set1_ps(f.cos[t * width / 2 + p]), _mm512_set1_ps(f.sin[t * width / 2 + p]));
-                for h in [0, 16] {
-                    let q0 = _mm512_loadu_ps(qt.as_ptr().add(2 * p * G + h));
-                    let q1 = _mm512_loadu_ps(qt.as_ptr().add((2 * p + 1) * G + h));
-                    _mm512_storeu_ps(qr.as_mut_ptr().add(2 * p * G + h), _mm512_fmadd_ps(q1, s, _mm512_mul_ps(q0, c)));
-                    _mm512_storeu_ps(
-                        qr.as_mut_ptr().add((2 * p + 1) * G + h),
-                        _mm512_fnmadd_ps(q0, s, _mm512_mul_ps(q1, c)),
-                    );
-                }
-            }
-            qr.as_ptr()
-        };
+    let kv = f.f.len() / (f.rank * width);
+    for k in 0..f.rank {
+        let a = f.f.as_ptr().add(k * kv * width);
         for c0 in (0..kv).step_by(CB) {
             let mut acc = [_mm512_setzero_ps(); 2 * CB];
             for r in 0..width {
-                let q0 = _mm512_loadu_ps(src.add(r * G));
-                let q1 = _mm512_loadu_ps(src.add(r * G + 16));
-                for k in 0..CB {
-                    let w = _mm512_set1_ps(*a.add((c0 + k) * width + r));
-                    acc[2 * k] = _mm512_fmadd_ps(w, q0, acc[2 * k]);
-                    acc[2 * k + 1] = _mm512_fmadd_ps(w, q1, acc[2 * k + 1]);
+                let q0 = _mm512_loadu_ps(qt.as_ptr().add(r * G));
+                let q1 = _mm512_loadu_ps(qt.as_ptr().add(r * G + 16));
+                for j in 0..CB {
+                    let w = _mm512_set1_ps(*a.add((c0 + j) * width + r));
+                    acc[2 * j] = _mm512_fmadd_ps(w, q0, acc[2 * j]);
+                    acc[2 * j + 1] = _mm512_fmadd_ps(w, q1, acc[2 * j + 1]);
                 }
             }
-            for k in 0..CB {
-                let o = u.as_mut_ptr().add((t * kv + c0 + k) * G);
-                _mm512_storeu_ps(o, acc[2 * k]);
-                _mm512_storeu_ps(o.add(16), acc[2 * k + 1]);
+            for j in 0..CB {
+                let o = out.as_mut_ptr().add((k * kv + c0 + j) * G);
+                _mm512_storeu_ps(o, acc[2 * j]);
+                _mm512_storeu_ps(o.add(16), acc[2 * j + 1]);
             }
         }
         let (mut b0, mut b1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         for r in 0..width {
-            let w = _mm512_set1_ps(f.b[r]);
-            b0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(src.add(r * G)), b0);
-            b1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(src.add(r * G + 16)), b1);
+            let w = _mm512_set1_ps(f.fb[k * width + r]);
+            b0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(qt.as_ptr().add(r * G)), b0);
+            b1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(qt.as_ptr().add(r * G + 16)), b1);
         }
-        _mm512_storeu_ps(bu.as_mut_ptr().add(t * G), b0);
-        _mm512_storeu_ps(bu.as_mut_ptr().add(t * G + 16), b1);
+        _mm512_storeu_ps(outb.as_mut_ptr().add(k * G), b0);
+        _mm512_storeu_ps(outb.as_mut_ptr().add(k * G + 16), b1);
+    }
+}
+
+/// `dst[t·step] = Σ_k L[t][k]·src[k·stride]` (G lanes each) for positions `[t0, t0 + TILE)`.
+#[target_feature(enable = "avx512f")]
+unsafe fn mix(f: &Factor, t0: usize, src: *const f32, stride: usize, dst: *mut f32, step: usize) {
+    let mut acc = [_mm512_setzero_ps(); 2 * TILE];
+    let l = f.l.as_ptr().add(t0 * f.rank);
+    for k in 0..f.rank {
+        let p0 = _mm512_loadu_ps(src.add(k * stride));
+        let p1 = _mm512_loadu_ps(src.add(k * stride + 16));
+        for t in 0..TILE {
+            let w = _mm512_set1_ps(*l.add(t * f.rank + k));
+            acc[2 * t] = _mm512_fmadd_ps(w, p0, acc[2 * t]);
+            acc[2 * t + 1] = _mm512_fmadd_ps(w, p1, acc[2 * t + 1]);
+        }
+    }
+    for t in 0..TILE {
+        _mm512_storeu_ps(dst.add(t * step), acc[2 * t]);
+        _mm512_storeu_ps(dst.add(t * step + 16), acc[2 * t + 1]);
     }
 }
 
