@@ -224,6 +224,8 @@ impl SplitAttentionSession {
         let shape = self_attention::Shape { batch, n, m: n, d, dv: d };
         let sa =
             TensorF32::new(vec![batch, n, d], self_attention::attend(&q.data, &k.data, &v.data, shape, self.threads)?);
+        // the core's inputs go before the next piece allocates (peak memory at two objects)
+        drop((q, k, v, out));
         tracing::trace!(
             "memory attention layer {l}: fused self-attention {:.1} ms ({batch} batch)",
             t0.elapsed().as_secs_f64() * 1e3

@@ -23,10 +23,16 @@ use crate::error::{graph_err, Result};
 use crate::models::memory_attention::{feed_forward, Dims, LN_EPS};
 use crate::models::rope::{apply_rotary, RopeConsts};
 use crate::onnx::graph::Graph;
-use crate::onnx::nn::{layer_norm, linear, sdpa_scale};
+use crate::onnx::nn::{in_query_blocks, layer_norm, linear, sdpa_scale};
 use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
+
+/// Rows per block of the feed-forward in `mids` and `last`: its hidden layer is
+/// `rows × dim_feedforward` per object (8 MB at 1024 × 2048 fp32, against 32 MB for the
+/// whole 4096-row grid, and as much again after the ReLU), the largest activation of
+/// the pieces, which sets ONNX Runtime's arena peak when two objects go through together.
+const FFN_ROWS: usize = 1024;
 
 /// Inputs of `first`, `mids` and `post_self` that carry `compute_axial_cis`'s table for the E×E grid
 /// (cos, sin as `AxialRope` lays them out, shaped `[E·E, C/2, 1]`).
@@ -99,8 +105,9 @@ pub fn build_split(cfg: &ModelConfig, vb: &Vb) -> Result<SplitGraphs> {
     for l in 0..ma.num_layers - 1 {
         let (mut g, r) = piece(format!("memory_attention.mid{l}"));
         let (tgt, attn) = inputs(&mut g, n, ci, mi);
-        let x =
-            g.scoped(&format!("memory_attention.layers.{l}"), |g| from_attention(g, &layer(l), &dm, &tgt, &attn))?;
+        let x = g.scoped(&format!("memory_attention.layers.{l}"), |g| {
+            from_attention(g, &layer(l), &dm, &tgt, &attn, e * e)
+        })?;
         let next = format!("memory_attention.layers.{}", l + 1);
         let sqkv = g.scoped(&next, |g| to_self_core(g, &layer(l + 1), &dm, &x, &r))?;
         self_outputs(&mut g, &x, &sqkv, n, ci);
@@ -111,7 +118,8 @@ pub fn build_split(cfg: &ModelConfig, vb: &Vb) -> Result<SplitGraphs> {
     last.set_doc("SAM 2 memory attention, CPU piece memory_attention.last (built at load, not exported)");
     let (tgt, attn) = inputs(&mut last, n, ci, mi);
     let l = ma.num_layers - 1;
-    let x = last.scoped(&format!("memory_attention.layers.{l}"), |g| from_attention(g, &layer(l), &dm, &tgt, &attn))?;
+    let x = last
+        .scoped(&format!("memory_attention.layers.{l}"), |g| from_attention(g, &layer(l), &dm, &tgt, &attn, e * e))?;
     // `normed_output = self.norm(output)`, back to [B, C, E, E]
     let out = layer_norm(&mut last, &vb.pp("norm"), &x, c, LN_EPS)?;
     let out = last.transpose(&out, &[0, 2, 1]);
@@ -178,8 +186,8 @@ fn to_queries(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, sa: &Value, rope: 
 /// The rest of `MemoryAttentionLayer.forward` from the cross-attention's weighted raw
 /// memory `attn`: `Σ attn·(Wo·Wv)ᵀ + (Wo·bv + bo)` (folded at export), the residual
 /// (broadcast over objects when `tgt` is shared), `norm3`, `linear2(relu(linear1))`,
-/// residual.
-fn from_attention(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, attn: &Value) -> Result<Value> {
+/// residual; `n` rows (the E×E grid).
+fn from_attention(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, attn: &Value, n: usize) -> Result<Value> {
     let (d, kv) = (dm.d, dm.kv);
     let cvb = vb.pp("cross_attn_image");
     let w = cvb.get(g, "out_proj@v_proj^T", &[kv, d])?;
@@ -187,5 +195,17 @@ fn from_attention(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, attn: &Value) 
     let ca = g.matmul(attn, &w);
     let ca = g.add(&ca, &b);
     let tgt = g.add(tgt, &ca);
-    feed_forward(g, vb, dm, &tgt)
+    // row by row (norm3, linear1, relu, linear2 are all per row), in blocks of FFN_ROWS
+    let x = g.unsqueeze(&tgt, &[1]);
+    let mut failed = None;
+    let y = in_query_blocks(g, &[&x], n, FFN_ROWS, |g, rows| {
+        feed_forward(g, vb, dm, &rows[0]).unwrap_or_else(|e| {
+            failed.get_or_insert(e);
+            rows[0].clone()
+        })
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(g.squeeze(&y, &[1])),
+    }
 }
