@@ -1,10 +1,13 @@
 //! The CPU memory attention two ways, per call, on an exported SAM 2 / 2.1 model: the
 //! exported `memory_attention.onnx` run whole by ONNX Runtime, and the split path
-//! (`backend::split_attention`: ONNX Runtime pieces around the fused AVX-512
-//! cross-attention kernel). A benchmark, not a test: seeded random inputs of the
-//! tracker's layout (one frame for all objects, `frames` memory frames, 4 pointer
-//! tokens per frame), one untimed run each, then `runs` timed; prints the medians and
-//! the largest difference between the two outputs relative to the largest value.
+//! (`backend::split_attention`: ONNX Runtime pieces around the fused AVX-512 attention
+//! kernels). A benchmark, not a test: seeded random inputs of the tracker's layout (one
+//! frame for all objects, `frames` memory frames, 4 pointer tokens per frame), one
+//! untimed run each, then `runs` timed; prints the medians and the largest difference
+//! between the two outputs relative to the largest value. Then the kernels alone, one
+//! layer, on seeded random tensors of the model's sizes: the self-attention core, and
+//! the cross-attention core of one object at no memory frame (one pointer token: the
+//! fixed per-query cost) and at each of `frames`.
 //!
 //! ```text
 //! cargo run --release --example memory_attention_cpu -- MODEL_DIR [frames,...] [objects] [threads] [runs]
@@ -19,9 +22,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tamrt::backend::ort::OrtSession;
+use tamrt::backend::rope_cross_attention::{attend, Call, Dims, LayerTables};
 use tamrt::backend::split_attention::{unsupported, SplitAttentionSession};
-use tamrt::backend::ComponentSession;
+use tamrt::backend::{self_attention, ComponentSession};
 use tamrt::manifest::Manifest;
+use tamrt::models::rope::AxialRope;
 use tamrt::weights::TensorF32;
 
 fn rand(seed: u64, shape: &[usize]) -> TensorF32 {
@@ -100,6 +105,41 @@ fn main() -> Result<()> {
             median(t_whole),
             median(t_split)
         );
+    }
+
+    // the kernels alone (scaled inputs keep the softmax from saturating)
+    let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?;
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            f()?;
+            v.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(v))
+    };
+    let small = |seed: u64, shape: &[usize]| rand(seed, shape).data.into_iter().map(|x| x * 0.1).collect::<Vec<f32>>();
+    let n = e * e;
+    let (q, k, v) = (small(seed + 6, &[n, c]), small(seed + 7, &[n, c]), rand(seed + 8, &[n, c]).data);
+    let shape = self_attention::Shape { batch: 1, n, m: n, d: c, dv: c };
+    let ms = timed(&mut || self_attention::attend(&q, &k, &v, shape, threads).map(drop).map_err(Into::into))?;
+    println!("self-attention kernel, {n} queries x {n} keys x {c}: {ms:.1} ms (median of {runs})");
+    let rope = AxialRope::new(c, e, e, cfg.memory_attention.rope_theta);
+    let tables = LayerTables::new(
+        Dims { d: c, kv: m, e },
+        &small(seed + 9, &[c, m]),
+        &small(seed + 10, &[c]),
+        &rope.cos,
+        &rope.sin,
+    )?;
+    for f in std::iter::once(0).chain(frames.iter().copied()) {
+        let p = if f == 0 { 1 } else { 4 * f };
+        let (mk, mv) = (rand(seed + 11, &[f * n, m]).data, rand(seed + 12, &[f * n, m]).data);
+        let (pk, pv) = (rand(seed + 13, &[p, m]).data, rand(seed + 14, &[p, m]).data);
+        let call =
+            Call { q: &q, bq: 1, mem_k: &mk, mem_v: &mv, ptr_k: &pk, ptr_v: &pv, objects: 1, frames: f, pointers: p };
+        let ms = timed(&mut || attend(&tables, &call, threads).map(drop).map_err(Into::into))?;
+        println!("cross-attention kernel, 1 object, {f} frame(s), {p} pointer token(s): {ms:.1} ms per layer (median of {runs})");
     }
     Ok(())
 }
