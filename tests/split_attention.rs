@@ -1,9 +1,9 @@
-//! The CPU memory attention with the fused cross-attention kernel
-//! (`backend::split_attention`) against the exported `memory_attention.onnx` run whole
-//! by ONNX Runtime, on the reduced SAM 2.1 model of `tests/fixtures/sam2.1_tiny`, for
-//! shared and per-object frames, several frame counts (one over the kernel's 8 frames
-//! per pass), with and without pointers, and through the reuse of layer 0 across calls
-//! on the same frame. The tracker's fixture tests (`tests/tracker.rs`) run the whole
+//! The CPU memory attention with the fused attention kernels (`backend::split_attention`:
+//! self- and cross-attention cores fused, the feed-forward in row blocks) against the
+//! exported `memory_attention.onnx` run whole by ONNX Runtime, on the reduced SAM 2.1
+//! model of `tests/fixtures/sam2.1_tiny`, for shared and per-object frames, several
+//! frame counts (one over the kernel's 8 frames per pass), with and without pointers,
+//! and through the reuse of layer 0 across calls on the same frame. The tracker's fixture tests (`tests/tracker.rs`) run the whole
 //! tracker on this path wherever the CPU has AVX-512F.
 //!
 //! Bound: max |split − whole| ≤ 1e-4 · max |whole| per output. Both compute the same

@@ -28,10 +28,11 @@ use crate::onnx::proto::DataType;
 use crate::onnx::Value;
 use crate::weights::Vb;
 
-/// Rows per block of the feed-forward in `mids` and `last`: its hidden layer is
-/// `rows × dim_feedforward` per object (8 MB at 1024 × 2048 fp32, against 32 MB for the
-/// whole 4096-row grid, and as much again after the ReLU), the largest activation of
-/// the pieces, which sets ONNX Runtime's arena peak when two objects go through together.
+/// Most rows per block of the feed-forward in `mids` and `last` (a quarter of the grid,
+/// at most this): its hidden layer is `rows × dim_feedforward` per object (8 MB at 1024 ×
+/// 2048 fp32, against 32 MB for the whole 4096-row grid, and as much again after the
+/// ReLU), the largest activation of the pieces, which sets ONNX Runtime's arena peak
+/// when two objects go through together.
 const FFN_ROWS: usize = 1024;
 
 /// Inputs of `first`, `mids` and `post_self` that carry `compute_axial_cis`'s table for the E×E grid
@@ -195,10 +196,10 @@ fn from_attention(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, attn: &Value, 
     let ca = g.matmul(attn, &w);
     let ca = g.add(&ca, &b);
     let tgt = g.add(tgt, &ca);
-    // row by row (norm3, linear1, relu, linear2 are all per row), in blocks of FFN_ROWS
+    // row by row (norm3, linear1, relu, linear2 are all per row), in blocks (FFN_ROWS)
     let x = g.unsqueeze(&tgt, &[1]);
     let mut failed = None;
-    let y = in_query_blocks(g, &[&x], n, FFN_ROWS, |g, rows| {
+    let y = in_query_blocks(g, &[&x], n, (n / 4).clamp(1, FFN_ROWS), |g, rows| {
         feed_forward(g, vb, dm, &rows[0]).unwrap_or_else(|e| {
             failed.get_or_insert(e);
             rows[0].clone()
