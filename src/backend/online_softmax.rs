@@ -11,6 +11,34 @@ use std::arch::x86_64::*;
 /// Queries per group (two 16-lane vectors).
 pub(crate) const G: usize = 32;
 
+/// The output pointer of a kernel, shared by threads that write disjoint rows.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub *mut f32);
+// SAFETY: the kernels hand each work item only the rows of its own query group.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Work items `0..items` in `threads` contiguous ranges, one scoped thread each; `work`
+/// gets its range and the output pointer.
+pub(crate) fn over_threads(
+    items: usize,
+    threads: usize,
+    out: &mut [f32],
+    work: impl Fn(std::ops::Range<usize>, OutPtr) + Sync,
+) {
+    let per = items.div_ceil(threads.max(1));
+    let ptr = OutPtr(out.as_mut_ptr());
+    let work = &work;
+    std::thread::scope(|s| {
+        for th in 0..threads.max(1) {
+            let range = (th * per).min(items)..((th + 1) * per).min(items);
+            if !range.is_empty() {
+                s.spawn(move || work(range, ptr));
+            }
+        }
+    });
+}
+
 /// One query group's running state.
 pub(crate) struct Online {
     /// One chunk's scores, then weights: `[rows][G]`, and each row's value offset.

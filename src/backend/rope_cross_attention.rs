@@ -291,7 +291,7 @@ pub fn attend(t: &LayerTables, call: &Call, threads: usize) -> Result<Vec<f32>> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Upstream's formula in float64, the reference of the tests: keys `Wk·m + bk`, memory
@@ -344,8 +344,8 @@ mod tests {
         out
     }
 
-    /// Seeded uniform values in [-scale, scale).
-    fn rand(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    /// Seeded uniform values in [-scale, scale) (also the self-attention tests').
+    pub(crate) fn rand(seed: u64, n: usize, scale: f32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
             .map(|_| {

@@ -77,53 +77,33 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{Shape, CHUNK, KEY_BLOCK};
-    use crate::backend::online_softmax::{Online, G};
-
-    /// The output pointer, shared by threads that write disjoint rows.
-    #[derive(Clone, Copy)]
-    struct OutPtr(*mut f32);
-    // SAFETY: each work item writes only the rows of its own query group (see `run`).
-    unsafe impl Send for OutPtr {}
-    unsafe impl Sync for OutPtr {}
+    use crate::backend::online_softmax::{over_threads, Online, G};
 
     /// All work items (batch item × query group) over `threads` threads.
     pub(super) fn run(q: &[f32], k: &[f32], v: &[f32], s: Shape, out: &mut [f32], threads: usize) {
         let groups = s.n / G;
-        let items = s.batch * groups;
-        let per = items.div_ceil(threads);
-        let ptr = OutPtr(out.as_mut_ptr());
-        std::thread::scope(|sc| {
-            for th in 0..threads {
-                let range = (th * per).min(items)..((th + 1) * per).min(items);
-                if range.is_empty() {
-                    continue;
-                }
-                sc.spawn(move || {
-                    let ptr = ptr;
-                    let mut qt = vec![0f32; s.d * G];
-                    let mut o = Online::new(CHUNK, s.dv);
-                    for item in range {
-                        let (b, gi) = (item / groups, item % groups);
-                        let qg = &q[(b * s.n + gi * G) * s.d..(b * s.n + gi * G + G) * s.d];
-                        for i in 0..G {
-                            for r in 0..s.d {
-                                qt[r * G + i] = qg[i * s.d + r];
-                            }
-                        }
-                        let (kb, vb) =
-                            (&k[b * s.m * s.d..(b + 1) * s.m * s.d], &v[b * s.m * s.dv..(b + 1) * s.m * s.dv]);
-                        // SAFETY: `attend` checked AVX-512F and the buffer lengths against
-                        // the shape (n a multiple of G, m of KEY_BLOCK, dv of 16); items
-                        // write disjoint output rows.
-                        unsafe {
-                            group(&qt, kb, vb, s, &mut o);
-                            for i in 0..G {
-                                let row = b * s.n + gi * G + i;
-                                o.finish(i, std::slice::from_raw_parts_mut(ptr.0.add(row * s.dv), s.dv));
-                            }
-                        }
+        over_threads(s.batch * groups, threads, out, |range, ptr| {
+            let mut qt = vec![0f32; s.d * G];
+            let mut o = Online::new(CHUNK, s.dv);
+            for item in range {
+                let (b, gi) = (item / groups, item % groups);
+                let qg = &q[(b * s.n + gi * G) * s.d..(b * s.n + gi * G + G) * s.d];
+                for i in 0..G {
+                    for r in 0..s.d {
+                        qt[r * G + i] = qg[i * s.d + r];
                     }
-                });
+                }
+                let (kb, vb) = (&k[b * s.m * s.d..(b + 1) * s.m * s.d], &v[b * s.m * s.dv..(b + 1) * s.m * s.dv]);
+                // SAFETY: `attend` checked AVX-512F and the buffer lengths against the
+                // shape (n a multiple of G, m of KEY_BLOCK, dv of 16); items write
+                // disjoint output rows.
+                unsafe {
+                    group(&qt, kb, vb, s, &mut o);
+                    for i in 0..G {
+                        let row = b * s.n + gi * G + i;
+                        o.finish(i, std::slice::from_raw_parts_mut(ptr.0.add(row * s.dv), s.dv));
+                    }
+                }
             }
         });
     }
@@ -170,19 +150,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Seeded uniform values in [-scale, scale).
-    fn rand(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
+    use crate::backend::rope_cross_attention::tests::rand;
 
     /// `softmax(q·kᵀ)·v` in float64, the reference.
     fn reference(q: &[f32], k: &[f32], v: &[f32], s: Shape) -> Vec<f64> {

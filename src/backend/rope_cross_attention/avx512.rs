@@ -5,7 +5,7 @@
 use std::arch::x86_64::*;
 
 use super::{Call, Factor, LayerTables, CB, MAX_FRAMES_PER_PASS, PTR_CHUNK, TILE};
-use crate::backend::online_softmax::{Online, G};
+use crate::backend::online_softmax::{over_threads, Online, G};
 
 /// Per-thread buffers, reused for every group.
 struct Scratch {
@@ -44,35 +44,15 @@ impl Scratch {
     }
 }
 
-/// The output pointer, shared by threads that write disjoint rows.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each work item writes only the rows of its own query group (see `run`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
 /// All work items (query batch × group) over `threads` threads.
 pub(super) fn run(t: &LayerTables, c: &Call, out: &mut [f32], threads: usize) {
-    let n = t.dims.e * t.dims.e;
-    let groups = n / G;
-    let items = c.bq * groups;
-    let per = items.div_ceil(threads);
-    let ptr = OutPtr(out.as_mut_ptr());
-    std::thread::scope(|s| {
-        for th in 0..threads {
-            let range = (th * per).min(items)..((th + 1) * per).min(items);
-            if range.is_empty() {
-                continue;
-            }
-            s.spawn(move || {
-                let ptr = ptr;
-                let mut sc = Scratch::new(t);
-                for item in range {
-                    // SAFETY: `attend` checked AVX-512F and every buffer length against
-                    // the dims; items write disjoint output rows.
-                    unsafe { group(t, c, item / groups, item % groups, ptr.0, &mut sc) };
-                }
-            });
+    let groups = t.dims.e * t.dims.e / G;
+    over_threads(c.bq * groups, threads, out, |range, ptr| {
+        let mut sc = Scratch::new(t);
+        for item in range {
+            // SAFETY: `attend` checked AVX-512F and every buffer length against the dims;
+            // items write disjoint output rows.
+            unsafe { group(t, c, item / groups, item % groups, ptr.0, &mut sc) };
         }
     });
 }
