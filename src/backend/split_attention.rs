@@ -127,7 +127,7 @@ fn fingerprint(curr: &TensorF32, curr_pos: &TensorF32) -> (Vec<usize>, u64) {
     (curr.shape.clone(), h)
 }
 
-/// The memory attention as ONNX Runtime pieces around the fused kernel.
+/// The memory attention as ONNX Runtime pieces around the fused kernels.
 pub struct SplitAttentionSession {
     first: OrtSession,
     post_self: Vec<OrtSession>,
