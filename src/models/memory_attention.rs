@@ -291,13 +291,34 @@ pub(crate) fn raw_values_out(g: &mut Graph, vb: &Vb, dm: &Dims, o: &Value) -> Re
 /// `RoPEAttention.forward(q=tgt2, k=tgt2, v=tgt2)`: queries and keys both rotated with
 /// the E×E table.
 fn self_attention(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, rope: &RopeConsts) -> Result<Value> {
+    let [q, k, v] = self_attention_qkv(g, vb, dm, x, rope)?;
+    attend(g, vb, dm, rope.len, &q, &k, &v)
+}
+
+/// The self-attention up to its core: `q_proj`, `k_proj`, `v_proj` split into heads
+/// (`[B, heads, n, d/heads]`), queries and keys rotated (also the CPU pieces of
+/// `memory_attention_split`).
+pub(crate) fn self_attention_qkv(
+    g: &mut Graph,
+    vb: &Vb,
+    dm: &Dims,
+    x: &Value,
+    rope: &RopeConsts,
+) -> Result<[Value; 3]> {
     let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
     let k = proj(g, &vb.pp("k_proj"), dm, x, dm.d)?;
     let v = proj(g, &vb.pp("v_proj"), dm, x, dm.d)?;
     // `q, k[:, :, :num_k_rope] = apply_rotary_enc(q, k[:, :, :num_k_rope], ...)`
     let q = apply_rotary(g, &q, rope);
     let k = apply_rotary(g, &k, rope);
-    attend(g, vb, dm, rope.len, &q, &k, &v)
+    Ok([q, k, v])
+}
+
+/// The cross-attention's queries: `q_proj` split into heads, rotated with the E×E table
+/// (also the CPU pieces of `memory_attention_split`).
+pub(crate) fn cross_attention_q(g: &mut Graph, vb: &Vb, dm: &Dims, x: &Value, rope: &RopeConsts) -> Result<Value> {
+    let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
+    Ok(apply_rotary(g, &q, rope))
 }
 
 /// `RoPEAttention.forward(q=tgt2, k=memory + pos, v=memory, num_k_exclude_rope=P)`
@@ -311,8 +332,7 @@ fn cross_attention(
     mem: &MemoryTokens,
     rope: &RopeConsts,
 ) -> Result<Value> {
-    let q = proj(g, &vb.pp("q_proj"), dm, x, dm.d)?;
-    let q = apply_rotary(g, &q, rope);
+    let q = cross_attention_q(g, vb, dm, x, rope)?;
 
     // Same `k_proj` weights on both parts (row-wise, so projecting the parts separately
     // equals projecting their concatenation).

@@ -20,8 +20,8 @@
 use crate::config::ModelConfig;
 use crate::dims;
 use crate::error::{graph_err, Result};
-use crate::models::memory_attention::{feed_forward, Dims, LN_EPS};
-use crate::models::rope::{apply_rotary, RopeConsts};
+use crate::models::memory_attention::{cross_attention_q, feed_forward, self_attention_qkv, Dims, LN_EPS};
+use crate::models::rope::RopeConsts;
 use crate::onnx::graph::Graph;
 use crate::onnx::nn::{in_query_blocks, layer_norm, linear, sdpa_scale};
 use crate::onnx::proto::DataType;
@@ -142,17 +142,11 @@ fn self_outputs(g: &mut Graph, tgt: &Value, [q, k, v]: &[Value; 3], n: i64, c: i
     }
 }
 
-/// A one-head projection `[B, n, d] -> [B, n, d]`, rotated (`apply_rotary_enc`) and, with
-/// `scale`, multiplied as `scaled_dot_product_attention` scales its queries.
-fn rotated(g: &mut Graph, vb: &Vb, x: &Value, d: usize, rope: &RopeConsts, scale: bool) -> Result<Value> {
-    let y = linear(g, vb, x, d, d, true)?;
-    // one head: [B, n, d] as [B, 1, n, d] for the rotation
-    let y = g.unsqueeze(&y, &[1]);
-    let mut y = apply_rotary(g, &y, rope);
-    if scale {
-        y = g.mul_scalar(&y, sdpa_scale(d));
-    }
-    Ok(g.reshape(&y, &[0, -1, d as i64]))
+/// One head `[B, 1, n, d]` as `[B, n, d]`, multiplied by `1/√d` where `scale` (queries,
+/// as `scaled_dot_product_attention` scales them).
+fn one_head(g: &mut Graph, x: &Value, d: usize, scale: bool) -> Value {
+    let x = if scale { g.mul_scalar(x, sdpa_scale(d)) } else { x.clone() };
+    g.reshape(&x, &[0, -1, d as i64])
 }
 
 /// `_forward_sa` up to the attention core: `tgt2 = self.norm1(tgt)`, `q = k = tgt2`
@@ -162,11 +156,8 @@ fn to_self_core(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, rope: &RopeConst
     let d = dm.d;
     let tgt2 = layer_norm(g, &vb.pp("norm1"), tgt, d, LN_EPS)?;
     g.scoped("self_attn", |g| {
-        let svb = vb.pp("self_attn");
-        let q = rotated(g, &svb.pp("q_proj"), &tgt2, d, rope, true)?;
-        let k = rotated(g, &svb.pp("k_proj"), &tgt2, d, rope, false)?;
-        let v = linear(g, &svb.pp("v_proj"), &tgt2, d, d, true)?;
-        Ok([q, k, v])
+        let [q, k, v] = self_attention_qkv(g, &vb.pp("self_attn"), dm, &tgt2, rope)?;
+        Ok([one_head(g, &q, d, true), one_head(g, &k, d, false), one_head(g, &v, d, false)])
     })
 }
 
@@ -179,8 +170,10 @@ fn to_queries(g: &mut Graph, vb: &Vb, dm: &Dims, tgt: &Value, sa: &Value, rope: 
     let tgt = g.add(tgt, &o);
     // _forward_ca: `tgt2 = self.norm2(tgt)`; queries without pos
     let tgt2 = layer_norm(g, &vb.pp("norm2"), &tgt, d, LN_EPS)?;
-    let q =
-        g.scoped("cross_attn_image", |g| rotated(g, &vb.pp("cross_attn_image").pp("q_proj"), &tgt2, d, rope, true))?;
+    let q = g.scoped("cross_attn_image", |g| {
+        let q = cross_attention_q(g, &vb.pp("cross_attn_image"), dm, &tgt2, rope)?;
+        Ok(one_head(g, &q, d, true))
+    })?;
     Ok((tgt, q))
 }
 
