@@ -25,22 +25,14 @@ use tamrt::backend::ort::OrtSession;
 use tamrt::backend::rope_cross_attention::{attend, Call, Dims, LayerTables};
 use tamrt::backend::split_attention::{unsupported, SplitAttentionSession};
 use tamrt::backend::{self_attention, ComponentSession};
+use tamrt::gpu::plan::SplitMix;
 use tamrt::manifest::Manifest;
 use tamrt::models::rope::AxialRope;
 use tamrt::weights::TensorF32;
 
 fn rand(seed: u64, shape: &[usize]) -> TensorF32 {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n = shape.iter().product();
-    let data = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
-    TensorF32::new(shape.to_vec(), data)
+    let mut r = SplitMix(seed);
+    TensorF32::new(shape.to_vec(), (0..shape.iter().product()).map(|_| r.uniform(-1.0, 1.0)).collect())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -20,6 +20,7 @@ use tamrt::backend::split_attention::{unsupported, SplitAttentionSession};
 use tamrt::backend::ComponentSession;
 use tamrt::config::ModelConfig;
 use tamrt::export::{export_model, Component, WeightsFrom};
+use tamrt::gpu::plan::SplitMix;
 use tamrt::weights::TensorF32;
 
 const REL: f32 = 1e-4;
@@ -35,17 +36,8 @@ fn tiny(test: &str) -> (ModelConfig, PathBuf) {
 
 /// Seeded values with the spread of the real inputs (unit-scale features).
 fn rand(seed: u64, shape: &[usize]) -> TensorF32 {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n = shape.iter().product();
-    let data = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 1.7
-        })
-        .collect();
-    TensorF32::new(shape.to_vec(), data)
+    let mut r = SplitMix(seed);
+    TensorF32::new(shape.to_vec(), (0..shape.iter().product()).map(|_| r.uniform(-1.7, 1.7)).collect())
 }
 
 struct Case {

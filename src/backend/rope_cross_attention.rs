@@ -346,15 +346,8 @@ pub(crate) mod tests {
 
     /// Seeded uniform values in [-scale, scale) (also the self-attention tests').
     pub(crate) fn rand(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
+        let mut r = crate::gpu::plan::SplitMix(seed);
+        (0..n).map(|_| r.uniform(-scale, scale)).collect()
     }
 
     /// The graph's axial table (`compute_axial_cis`, theta 10000) for an e×e grid.
